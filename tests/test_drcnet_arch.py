@@ -1,0 +1,180 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from drcnet.archs.dfr_block import BLOCKS, AdaptiveFeatureNorm
+from drcnet.archs.drcnet_arch import DRCNet
+from drcnet.registry import ARCH_REGISTRY, build
+
+KEYS_FILE = Path(__file__).parent / 'release_state_dict_keys.txt'
+
+
+def release_keys():
+    keys = {}
+    for line in KEYS_FILE.read_text().splitlines():
+        name, shape = line.split(' ', 1)
+        keys[name] = tuple(int(v) for v in shape.strip('()').split(',') if v.strip())
+    return keys
+
+
+def force_mixed_masks(net: DRCNet, gain: float = 60.0, bias: float = 0.3) -> None:
+    """Make M_sr depend on the channel mean so masks hold both regions; give the norms an offset."""
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, AdaptiveFeatureNorm):
+                module.sa.conv1.weight.zero_()
+                module.sa.conv1.weight[0, 0, 3, 3] = gain
+                module.rn.bn_norm.bias.fill_(bias)
+
+
+def mask_fractions(net: DRCNet, x: torch.Tensor) -> list:
+    fractions = []
+
+    def hook(module, inputs, output):
+        fractions.append((output[0] >= module_thresholds[module]).float().mean().item())
+
+    module_thresholds, handles = {}, []
+    for module in net.modules():
+        if isinstance(module, AdaptiveFeatureNorm):
+            module_thresholds[module.sa] = module.threshold
+            handles.append(module.sa.register_forward_hook(hook))
+    with torch.no_grad():
+        net(x)
+    for h in handles:
+        h.remove()
+    return fractions
+
+
+def test_paper_network_matches_release_state_dict_and_size():
+    net = DRCNet(wf=64, depth=4)
+    ours = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    assert ours == release_keys()
+    n_params = sum(p.numel() for p in net.parameters())
+    assert 18.9e6 <= n_params <= 19.0e6
+
+
+@pytest.mark.parametrize('shape', [(1, 3, 37, 53), (2, 3, 128, 96), (1, 3, 8, 8), (1, 3, 5, 3)])
+def test_any_input_size_returns_two_outputs_of_that_size(shape):
+    torch.manual_seed(0)
+    net = DRCNet(wf=64, depth=4).eval()
+    with torch.no_grad():
+        outs = net(torch.rand(shape))
+    assert len(outs) == 2
+    for out in outs:
+        assert out.shape == shape
+        assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize('value', [0.0, 1.0, 0.5])
+def test_constant_images_give_finite_outputs(value):
+    torch.manual_seed(0)
+    net = DRCNet(wf=16, depth=4)
+    force_mixed_masks(net)
+    for mode in (net.train(), net.eval()):
+        outs = mode(torch.full((2, 3, 24, 40), value))
+        assert all(torch.isfinite(o).all() for o in outs)
+
+
+def test_batch_restores_as_images_one_by_one_by_default(photo):
+    torch.manual_seed(0)
+    net = DRCNet(wf=16, depth=4).eval()
+    force_mixed_masks(net)
+    x = torch.cat([photo('chelsea', (64, 80)), photo('coffee', (64, 80)), photo('astronaut', (64, 80))])
+    fractions = mask_fractions(net, x)
+    assert any(0.0 < f < 1.0 for f in fractions), fractions  # the two-region path is exercised
+    with torch.no_grad():
+        together = net(x)[-1]
+        alone = torch.cat([net(x[i:i + 1])[-1] for i in range(3)])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
+
+
+def test_batch_region_stats_couple_the_images_of_a_batch(photo):
+    torch.manual_seed(0)
+    net = DRCNet(wf=16, depth=4, region_stats='batch').eval()
+    force_mixed_masks(net)
+    x = torch.cat([photo('chelsea', (64, 80)), photo('coffee', (64, 80)), photo('astronaut', (64, 80))])
+    with torch.no_grad():
+        together = net(x)[-1]
+        alone = torch.cat([net(x[i:i + 1])[-1] for i in range(3)])
+        # a batch of one is the same computation in both modes
+        sample_net = DRCNet(wf=16, depth=4, region_stats='sample').eval()
+        sample_net.load_state_dict(net.state_dict())
+        torch.testing.assert_close(sample_net(x[:1])[-1], net(x[:1])[-1], atol=1e-5, rtol=0)
+    assert (together - alone).abs().max() > 1e-3
+
+
+def test_backward_reaches_every_parameter_with_finite_gradients(photo):
+    torch.manual_seed(0)
+    net = DRCNet(wf=16, depth=4)
+    force_mixed_masks(net)
+    x = photo('chelsea', (45, 61))
+    outs = net(x)
+    loss = sum((o - x).abs().mean() for o in outs)
+    loss.backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+    assert sum(float(p.grad.abs().sum() > 0) for p in net.parameters()) == len(list(net.parameters()))
+
+
+def test_cpu_results_are_deterministic_for_a_seed():
+    def run():
+        torch.manual_seed(123)
+        net = DRCNet(wf=16, depth=3)
+        x = torch.rand(2, 3, 33, 47)
+        out = net(x)[-1]
+        out.mean().backward()
+        return out.detach(), net.conv_01.weight.grad.clone()
+
+    (a, ga), (b, gb) = run(), run()
+    assert torch.equal(a, b)
+    assert torch.equal(ga, gb)
+
+
+def test_built_from_options_through_the_registry():
+    cfg = {'type': 'DRCNet', 'wf': 32}
+    net = build(ARCH_REGISTRY, cfg, where='network_g')
+    assert isinstance(net, DRCNet)
+    assert net.conv_01.out_channels == 32
+    assert cfg == {'type': 'DRCNet', 'wf': 32}  # the options are not mutated
+
+
+def test_unknown_keyword_is_an_error_naming_it():
+    with pytest.raises(ValueError, match=r"network_g\.wff.*did you mean 'wf'"):
+        build(ARCH_REGISTRY, {'type': 'DRCNet', 'wff': 32}, where='network_g')
+    with pytest.raises(ValueError, match=r"'DRCNett'.*did you mean 'DRCNet'"):
+        build(ARCH_REGISTRY, {'type': 'DRCNett'}, where='network_g')
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    ({'block': 'dfrr'}, "block: 'dfrr' is not one of dfr, base"),
+    ({'region_stats': 'global'}, "region_stats: 'global'"),
+    ({'sf_levels': [0, 7]}, r'sf_levels: \[7\]'),
+])
+def test_bad_values_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DRCNet(wf=8, depth=4, **kwargs)
+
+
+@pytest.mark.parametrize('block', BLOCKS)
+def test_ablation_blocks_build_and_run(block):
+    torch.manual_seed(0)
+    net = DRCNet(wf=8, depth=3, block=block)
+    x = torch.rand(1, 3, 21, 30)
+    outs = net(x)
+    assert [o.shape for o in outs] == [x.shape, x.shape]
+    sum(o.mean() for o in outs).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def test_ablation_rows_differ_in_the_branches_they_own():
+    counts = {b: sum(p.numel() for p in DRCNet(wf=64, depth=4, block=b).parameters()) for b in BLOCKS}
+    assert counts['sf'] < counts['sf_identity'] < counts['sf_ea'] < counts['dfr']
+    assert counts['dfr'] - counts['sf_ea'] == counts['sf_identity'] - counts['sf']  # the identity convs
+
+
+def test_sf_levels_limit_the_spatial_filter_to_those_levels():
+    net = DRCNet(wf=8, depth=4, sf_levels=[2, 3])
+    has_norm = [hasattr(b, 'norm') for b in net.down_path_1]
+    assert has_norm == [False, False, True, True]
