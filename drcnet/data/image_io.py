@@ -1,0 +1,181 @@
+"""Any image file to float RGB in [0, 1], and back: the one place that reads and writes pixels.
+
+OpenCV decodes (it is fast and handles 16-bit PNG/TIFF); this module adds what OpenCV leaves to the
+caller: RGB order, grey to three channels, alpha dropped, EXIF rotation for JPEG, and an error that
+names the file when it is unreadable or truncated instead of a later ``NoneType`` error.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+import cv2
+import numpy as np
+
+__all__ = ['IMAGE_EXTENSIONS', 'ImageReadError', 'ImageWriteError', 'decode_image', 'encode_image',
+           'is_image_file', 'list_images', 'read_image', 'to_float', 'write_image']
+
+PathLike = Union[str, os.PathLike]
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp')
+
+# ANYCOLOR keeps grey as one channel and drops alpha; ANYDEPTH keeps 16 bits. Unlike IMREAD_UNCHANGED,
+# this combination lets OpenCV apply the EXIF orientation of JPEG files.
+_DECODE_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+
+
+class ImageReadError(ValueError):
+    """An image file (or lmdb record) that cannot be decoded; the message names it."""
+
+
+class ImageWriteError(OSError):
+    """An image that cannot be encoded or written; the message names the path."""
+
+
+def is_image_file(path: PathLike) -> bool:
+    """True when the file name ends with one of IMAGE_EXTENSIONS (any case)."""
+    return str(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def list_images(folder: PathLike, recursive: bool = False) -> list:
+    """Sorted image paths in ``folder`` (sub-folders too when ``recursive``).
+
+    A missing folder, or a path that is not a folder, is a FileNotFoundError naming it; an empty
+    folder gives an empty list (the caller decides whether that is an error).
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f'image folder does not exist: {folder}')
+    if not folder.is_dir():
+        raise FileNotFoundError(f'expected a folder of images, got a file: {folder}')
+    pattern = folder.rglob('*') if recursive else folder.iterdir()
+    return sorted(p for p in pattern if p.is_file() and is_image_file(p.name))
+
+
+def _looks_truncated(buf: bytes) -> str | None:
+    """Why ``buf`` looks cut short, for formats whose end is marked; None when it looks whole.
+
+    Some OpenCV builds decode a truncated JPEG with a grey bottom and only a warning on stderr, so the
+    end markers are checked here: JPEG must have an EOI marker after its last start-of-scan, PNG must
+    end with an IEND chunk.
+    """
+    if buf[:3] == b'\xff\xd8\xff':
+        sos = buf.rfind(b'\xff\xda')
+        eoi = buf.rfind(b'\xff\xd9')
+        if sos < 0 or eoi < sos:
+            return 'JPEG data ends before its end-of-image marker'
+    elif buf[:8] == b'\x89PNG\r\n\x1a\n':
+        if b'IEND' not in buf[-16:]:
+            return 'PNG data ends before its IEND chunk'
+    return None
+
+
+def to_float(img: np.ndarray, name: str = 'image') -> np.ndarray:
+    """A decoded uint8/uint16/float array (HxW, HxWx1, HxWx3 or HxWx4, RGB order) as float32 HxWx3 in [0, 1]."""
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.ndim != 3 or img.shape[2] not in (1, 3, 4):
+        raise ImageReadError(f'{name}: unsupported image shape {img.shape}')
+    if img.shape[2] == 4:
+        img = img[:, :, :3]
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    if img.dtype == np.uint8:
+        out = img.astype(np.float32) / 255.0
+    elif img.dtype == np.uint16:
+        out = img.astype(np.float32) / 65535.0
+    elif np.issubdtype(img.dtype, np.floating):
+        out = np.clip(img.astype(np.float32), 0.0, 1.0)
+    else:
+        raise ImageReadError(f'{name}: unsupported pixel type {img.dtype}')
+    return np.ascontiguousarray(out)
+
+
+def decode_image(buf: bytes, name: str = '<bytes>') -> np.ndarray:
+    """Encoded image bytes (a file's content or an lmdb record) to float32 HxWx3 RGB in [0, 1].
+
+    ``name`` (the file path or lmdb key) is used in the ImageReadError raised for bad data.
+    """
+    if buf is None or len(buf) == 0:
+        raise ImageReadError(f'cannot read image {name}: no data (empty file or missing lmdb key)')
+    if not isinstance(buf, bytes):
+        buf = bytes(buf)
+    reason = _looks_truncated(buf)
+    if reason:
+        raise ImageReadError(f'cannot read image {name}: file is truncated ({reason})')
+    img = cv2.imdecode(np.frombuffer(buf, dtype=np.uint8), _DECODE_FLAGS)
+    if img is None:
+        raise ImageReadError(f'cannot read image {name}: not a readable image file '
+                             f'(corrupt, truncated, or an unsupported format)')
+    if img.ndim == 3 and img.shape[2] >= 3:
+        img = img[:, :, 2::-1] if img.shape[2] == 3 else img[:, :, [2, 1, 0]]
+    return to_float(img, name)
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """Read an image file as float32 HxWx3 RGB in [0, 1]; ImageReadError (a ValueError) names a bad file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f'cannot read image {path}: no such file')
+    try:
+        buf = path.read_bytes()
+    except OSError as err:
+        raise ImageReadError(f'cannot read image {path}: {err.strerror or err}') from err
+    return decode_image(buf, str(path))
+
+
+def _to_integer_pixels(img: np.ndarray, bits: int, name: str) -> np.ndarray:
+    if bits not in (8, 16):
+        raise ValueError(f'{name}: bits must be 8 or 16, got {bits!r}')
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (3, 4))):
+        raise ValueError(f'{name}: expected an HxW or HxWx3 image, got shape {img.shape}')
+    if img.dtype == np.uint8 and bits == 8 or img.dtype == np.uint16 and bits == 16:
+        return img
+    if not np.issubdtype(img.dtype, np.floating):
+        raise ValueError(f'{name}: pass a float image in [0, 1] (or uint{bits}), got {img.dtype}')
+    peak = 255.0 if bits == 8 else 65535.0
+    dtype = np.uint8 if bits == 8 else np.uint16
+    return np.round(np.clip(img, 0.0, 1.0) * peak).astype(dtype)
+
+
+def encode_image(img: np.ndarray, ext: str = '.png', bits: int = 8, name: str = 'image',
+                 params: list | None = None) -> bytes:
+    """Encode a float RGB image in [0, 1] (or uint8/uint16 RGB) to bytes of format ``ext``."""
+    pixels = _to_integer_pixels(img, bits, name)
+    if pixels.ndim == 3:
+        pixels = pixels[:, :, 2::-1] if pixels.shape[2] == 3 else pixels[:, :, [2, 1, 0, 3]]
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(pixels), params or [])
+    if not ok:
+        raise ImageWriteError(f'cannot encode {name} as {ext} ({bits}-bit)')
+    return buf.tobytes()
+
+
+def write_image(path: PathLike, img: np.ndarray, bits: int = 8, params: list | None = None) -> Path:
+    """Write a float RGB image in [0, 1] (rounded to 8 bits, or 16 with ``bits=16``); creates parent folders.
+
+    The file is written to a temporary name and renamed, so an interrupted write never leaves half a file.
+    """
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in IMAGE_EXTENSIONS:
+        raise ImageWriteError(f'cannot write image {path}: unknown extension {path.suffix!r}; '
+                              f'use one of {", ".join(IMAGE_EXTENSIONS)}')
+    if bits == 16 and ext not in ('.png', '.tif', '.tiff'):
+        raise ImageWriteError(f'cannot write image {path}: 16-bit output needs .png or .tif, not {ext}')
+    data = encode_image(img, ext, bits=bits, name=str(path), params=params)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as err:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise ImageWriteError(f'cannot write image {path}: {err.strerror or err}') from err
+    return path

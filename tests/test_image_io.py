@@ -1,0 +1,135 @@
+"""drcnet.data.image_io: any file to float RGB, errors that name the file."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from drcnet.data.image_io import (IMAGE_EXTENSIONS, ImageReadError, ImageWriteError, decode_image,
+                                  list_images, read_image, write_image)
+from drcnet.data.samples import SAMPLE_NAMES, load_sample
+
+
+def _chelsea_crop() -> np.ndarray:
+    return load_sample('chelsea')[40:104, 100:180]  # 64 x 80, not square: rotations show
+
+
+def test_png_round_trip_is_exact_and_rgb(tmp_path):
+    img = _chelsea_crop()
+    path = write_image(tmp_path / 'sub' / 'dir' / 'cat.png', img)
+    assert path.is_file()
+    back = read_image(path)
+    assert back.dtype == np.float32 and back.shape == img.shape
+    np.testing.assert_array_equal(back, img)  # 8-bit source: rounding is exact
+    # the file really is RGB on disk: OpenCV's BGR read reversed equals ours
+    bgr = cv2.imread(str(path))
+    np.testing.assert_array_equal(bgr[:, :, ::-1].astype(np.float32) / 255, back)
+
+
+def test_16_bit_round_trip(tmp_path):
+    ramp = np.linspace(0, 1, 64 * 80 * 3, dtype=np.float32).reshape(64, 80, 3)
+    write_image(tmp_path / 'ramp.png', ramp, bits=16)
+    raw = cv2.imread(str(tmp_path / 'ramp.png'), cv2.IMREAD_UNCHANGED)
+    assert raw.dtype == np.uint16
+    back = read_image(tmp_path / 'ramp.png')
+    assert np.abs(back - ramp).max() <= 0.5 / 65535 + 1e-7
+    assert np.abs(back - ramp).max() < 1 / 255 / 10  # far finer than 8 bits
+    with pytest.raises(ImageWriteError, match='16-bit'):
+        write_image(tmp_path / 'ramp.jpg', ramp, bits=16)
+
+
+def test_grey_and_alpha_become_rgb(tmp_path):
+    grey = (load_sample('astronaut')[:32, :48, 0] * 255).round().astype(np.uint8)
+    cv2.imwrite(str(tmp_path / 'grey.png'), grey)
+    out = read_image(tmp_path / 'grey.png')
+    assert out.shape == (32, 48, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(out[:, :, c], grey / np.float32(255))
+    rgba = np.dstack([(_chelsea_crop() * 255).round().astype(np.uint8), np.full((64, 80), 7, np.uint8)])
+    Image.fromarray(rgba, 'RGBA').save(tmp_path / 'rgba.png')
+    out = read_image(tmp_path / 'rgba.png')
+    assert out.shape == (64, 80, 3)
+    np.testing.assert_array_equal(out, rgba[:, :, :3] / np.float32(255))
+
+
+def test_jpeg_exif_orientation_is_applied(tmp_path):
+    img = (_chelsea_crop() * 255).round().astype(np.uint8)  # 64 x 80
+    pil = Image.fromarray(img)
+    exif = pil.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    pil.save(tmp_path / 'rotated.jpg', exif=exif.tobytes(), quality=98)
+    pil.save(tmp_path / 'plain.jpg', quality=98)
+    plain = read_image(tmp_path / 'plain.jpg')
+    rotated = read_image(tmp_path / 'rotated.jpg')
+    assert plain.shape == (64, 80, 3) and rotated.shape == (80, 64, 3)
+    expected = np.rot90(plain, k=-1)  # clockwise
+    assert np.abs(rotated - expected).mean() < 0.01
+    assert np.abs(rotated - np.rot90(plain, k=1)).mean() > 0.05
+
+
+@pytest.mark.parametrize('suffix', ['.png', '.jpg'])
+def test_truncated_file_names_the_file(tmp_path, suffix):
+    good = tmp_path / f'good{suffix}'
+    write_image(good, load_sample('coffee')[:128, :128])
+    data = good.read_bytes()
+    bad = tmp_path / f'cut{suffix}'
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match='truncated') as info:
+        read_image(bad)
+    assert str(bad) in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_garbage_empty_and_missing_files_name_the_file(tmp_path):
+    garbage = tmp_path / 'notes.png'
+    garbage.write_text('this is not an image')
+    with pytest.raises(ImageReadError, match='notes.png'):
+        read_image(garbage)
+    empty = tmp_path / 'empty.jpg'
+    empty.write_bytes(b'')
+    with pytest.raises(ImageReadError, match='empty.jpg'):
+        read_image(empty)
+    with pytest.raises(ImageReadError, match='missing.png'):
+        read_image(tmp_path / 'missing.png')
+    with pytest.raises(ImageReadError, match='lmdb-key-7'):
+        decode_image(b'\x00\x01', 'lmdb-key-7')
+
+
+def test_decode_bytes_matches_file(tmp_path):
+    path = write_image(tmp_path / 'a.png', load_sample('rocket')[:50, :70])
+    np.testing.assert_array_equal(decode_image(path.read_bytes(), 'a'), read_image(path))
+
+
+def test_write_error_names_the_path(tmp_path):
+    blocker = tmp_path / 'file'
+    blocker.write_text('x')
+    with pytest.raises(ImageWriteError, match='file/inside.png'):
+        write_image(blocker / 'inside.png', _chelsea_crop())
+    with pytest.raises(ImageWriteError, match='.gif'):
+        write_image(tmp_path / 'x.gif', _chelsea_crop())
+
+
+def test_list_images_filters_sorts_and_recurses(tmp_path):
+    img = load_sample('chelsea')[:8, :8]
+    for name in ['b.PNG', 'a.jpg', 'c.TIFF', 'd.bmp']:
+        write_image(tmp_path / name, img)
+    (tmp_path / 'readme.txt').write_text('not an image')
+    write_image(tmp_path / 'nested' / 'e.jpeg', img)
+    assert [p.name for p in list_images(tmp_path)] == ['a.jpg', 'b.PNG', 'c.TIFF', 'd.bmp']
+    assert [p.name for p in list_images(tmp_path, recursive=True)] == ['a.jpg', 'b.PNG', 'c.TIFF', 'd.bmp',
+                                                                       'e.jpeg']
+    assert set(IMAGE_EXTENSIONS) >= {'.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp'}
+    with pytest.raises(FileNotFoundError, match='nowhere'):
+        list_images(tmp_path / 'nowhere')
+
+
+def test_every_sample_loads_as_float_rgb():
+    for name in SAMPLE_NAMES:
+        img = load_sample(name)
+        assert img.dtype == np.float32 and img.ndim == 3 and img.shape[2] == 3, name
+        assert 0.0 <= img.min() and img.max() <= 1.0 and img.std() > 0.05, name
+    left, right = load_sample('motorcycle_left'), load_sample('motorcycle_right')
+    assert left.shape == right.shape == (500, 741, 3) and not np.array_equal(left, right)
+    with pytest.raises(ValueError, match="did you mean 'chelsea'"):
+        load_sample('chelsae')
