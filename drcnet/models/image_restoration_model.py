@@ -1,0 +1,198 @@
+"""ImageRestorationModel: trains and runs a multi-output restoration network (BasicSR style).
+
+The model orchestrates; the network, losses, EMA, schedules, checkpoint files and tiling live in
+their own modules. It takes plain objects and keyword arguments, never the options dict.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from drcnet.engine.ema import EMA
+from drcnet.engine.schedules import build_scheduler
+from drcnet.inference.tiling import restore
+from drcnet.registry import MODEL_REGISTRY
+
+logger = logging.getLogger('basicsr')
+
+OPTIMIZERS = ('Adam', 'AdamW', 'SGD', 'RMSprop')
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss term became NaN or infinite."""
+
+
+def capture_rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {'python': random.getstate(), 'torch': torch.get_rng_state(),
+            'numpy': {'keys': torch.from_numpy(np_state[1].astype(np.int64)), 'pos': int(np_state[2]),
+                      'has_gauss': int(np_state[3]), 'gauss': float(np_state[4])}}
+
+
+def restore_rng_state(state: dict) -> None:
+    random.setstate(_as_tuple(state['python']))
+    torch.set_rng_state(state['torch'])
+    n = state['numpy']
+    np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss']))
+
+
+def _as_tuple(value):
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+@MODEL_REGISTRY.register()
+class ImageRestorationModel:
+    """Pixel loss on every stage output plus the contrastive loss ``(preds, gt, lq)``.
+
+    Args:
+        net_g: the network; ``forward`` returns a list of stage outputs (or one tensor).
+        device: where everything runs.
+        pixel_loss / contrastive_loss: built loss modules or None.
+        optim_g: ``{'type': 'Adam', 'lr': ..., ...}`` (None: an inference-only model).
+        scheduler, warmup_iter: see ``drcnet.engine.schedules``.
+        ema_decay: > 0 keeps an EMA copy (saved as ``params_ema``).
+        grad_clip_norm: clip the gradient norm to this value when not None.
+        mixed_precision: 'none', 'bf16' (CPU or CUDA) or 'fp16' (CUDA, with a gradient scaler).
+        channels_last: run the network in channels-last memory format.
+        ddp: wrap the network in DistributedDataParallel (torchrun runs).
+    """
+
+    def __init__(self, net_g: nn.Module, device: torch.device, pixel_loss: nn.Module | None = None,
+                 contrastive_loss: nn.Module | None = None, optim_g: dict | None = None,
+                 scheduler: dict | None = None, warmup_iter: int = -1, ema_decay: float = 0.0,
+                 grad_clip_norm: float | None = None, mixed_precision: str = 'none',
+                 channels_last: bool = False, ddp: bool = False):
+        self.device = torch.device(device)
+        if mixed_precision == 'fp16' and self.device.type != 'cuda':
+            raise ValueError("train.mixed_precision: 'fp16' needs CUDA; use 'bf16' on the CPU")
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net_g = net_g.to(self.device, memory_format=self.memory_format)
+        self.ema = EMA(self.net_g, ema_decay) if ema_decay > 0 else None
+        self.net_train = self.net_g
+        if ddp:
+            ids = [self.device.index] if self.device.type == 'cuda' else None
+            self.net_train = DistributedDataParallel(self.net_g, device_ids=ids)
+        self.pixel_loss = pixel_loss.to(self.device) if pixel_loss is not None else None
+        self.contrastive_loss = contrastive_loss.to(self.device) if contrastive_loss is not None else None
+        self.grad_clip_norm = grad_clip_norm
+        self.amp_dtype = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[mixed_precision]
+        self.scaler = torch.amp.GradScaler('cuda') if mixed_precision == 'fp16' else None
+        self.optimizer = self.scheduler = None
+        if optim_g is not None:
+            cfg = dict(optim_g)
+            name = cfg.pop('type')
+            if name not in OPTIMIZERS:
+                raise ValueError(f'train.optim_g.type: {name!r} is not one of {", ".join(OPTIMIZERS)}')
+            params = [p for p in self.net_g.parameters() if p.requires_grad]
+            self.optimizer = getattr(torch.optim, name)(params, **cfg)
+            self.scheduler = build_scheduler(self.optimizer, scheduler, warmup_iter)
+        self.lq = self.gt = self.output = None
+
+    # --- data --------------------------------------------------------------------------------
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+
+    def feed_data(self, data: dict) -> None:
+        self.lq = self._to_device(data['lq'])
+        self.gt = self._to_device(data['gt']) if 'gt' in data else None
+
+    # --- training ----------------------------------------------------------------------------
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _loss_terms(self, preds: Sequence[torch.Tensor], gt: torch.Tensor, lq: torch.Tensor) -> dict:
+        terms = {}
+        if self.pixel_loss is not None:
+            terms['l_pix'] = sum(self.pixel_loss(p.float(), gt) for p in preds)
+        if self.contrastive_loss is not None:
+            terms['l_cr'] = self.contrastive_loss([p.float() for p in preds], gt, lq)
+        return terms
+
+    def train_step(self, batches: Sequence[dict], current_iter: int) -> dict:
+        """One optimiser step over ``batches`` (gradient accumulation); returns the mean loss terms."""
+        self.net_train.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        logged: dict = {}
+        for i, data in enumerate(batches):
+            self.feed_data(data)
+            sync = i == len(batches) - 1 or not isinstance(self.net_train, DistributedDataParallel)
+            with (contextlib.nullcontext() if sync else self.net_train.no_sync()):
+                with self._autocast():
+                    out = self.net_train(self.lq)
+                preds = out if isinstance(out, (list, tuple)) else [out]
+                terms = self._loss_terms(preds, self.gt, self.lq)
+                for name, value in terms.items():
+                    if not torch.isfinite(value).all():
+                        raise TrainingDiverged(f'iteration {current_iter}: loss term {name} is {value.item()}')
+                    logged[name] = logged.get(name, 0.0) + value.item() / len(batches)
+                total = sum(terms.values()) / len(batches)
+                (self.scaler.scale(total) if self.scaler else total).backward()
+        self.output = preds[-1].detach()
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if self.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip_norm)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.net_g)
+        return logged
+
+    def optimize_parameters(self, current_iter: int) -> dict:
+        """BasicSR's entry point: one step on the data given to ``feed_data``."""
+        return self.train_step([{'lq': self.lq, 'gt': self.gt}], current_iter)
+
+    def current_lr(self) -> float:
+        return self.optimizer.param_groups[0]['lr']
+
+    # --- inference ---------------------------------------------------------------------------
+    def inference_net(self, use_ema: bool = True) -> nn.Module:
+        net = self.ema.module if (use_ema and self.ema is not None) else self.net_g
+        return net.eval()
+
+    def test(self, tile: int | None = None, overlap: int = 32, tta: bool = False, use_ema: bool = True) -> torch.Tensor:
+        """Restore the fed ``lq``; returns and keeps ``self.output`` (B, 3, H, W) in [0, 1]-ish range."""
+        net = self.inference_net(use_ema)
+        with self._autocast():
+            self.output = restore(net, self.lq, tile=tile, overlap=overlap, tta=tta).float()
+        return self.output
+
+    # --- state -------------------------------------------------------------------------------
+    def training_state(self, current_iter: int, epoch: int, extra: dict | None = None) -> dict:
+        """Everything a resume needs, as plain tensors and containers (loadable with weights_only)."""
+        state = {'iter': current_iter, 'epoch': epoch,
+                 'params': {k: v.detach().cpu() for k, v in self.net_g.state_dict().items()},
+                 'optimizer': self.optimizer.state_dict(), 'scheduler': self.scheduler.state_dict(),
+                 'rng': capture_rng_state()}
+        if self.ema is not None:
+            state['params_ema'] = {k: v.detach().cpu() for k, v in self.ema.module.state_dict().items()}
+        if self.scaler is not None:
+            state['scaler'] = self.scaler.state_dict()
+        if extra:
+            state.update(extra)
+        return state
+
+    def resume_training(self, state: dict) -> None:
+        self.net_g.load_state_dict(state['params'])
+        if self.ema is not None:
+            if 'params_ema' not in state:
+                raise ValueError('training state has no params_ema but train.ema_decay > 0')
+            self.ema.module.load_state_dict(state['params_ema'])
+        self.optimizer.load_state_dict(state['optimizer'])
+        self.scheduler.load_state_dict(state['scheduler'])
+        if self.scaler is not None and 'scaler' in state:
+            self.scaler.load_state_dict(state['scaler'])
+        restore_rng_state(state['rng'])
