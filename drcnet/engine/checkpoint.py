@@ -1,0 +1,214 @@
+"""Checkpoint files: atomic writing, code-free reading, and strict network loading with a report.
+
+Our network checkpoints hold ``{'params': state, 'params_ema': state (if EMA), 'network_g': options}``.
+The release's hold ``{'params': state}`` or a bare state dict; both load here.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+logger = logging.getLogger('basicsr')
+
+PARAM_KEYS = ('auto', 'params', 'params_ema')
+BARE = '<state dict>'  # how a report names a checkpoint that is itself the state dict
+_SHOW = 5  # how many offending keys an error lists
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, unreadable, or does not fit the network."""
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temp file beside ``path``, fsync, then rename over ``path``.
+
+    A crash or kill at any moment leaves either the old file or the new one, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable where the OS allows it (not on Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_file(path: str | os.PathLike) -> dict:
+    """Read a checkpoint with ``weights_only=True`` onto the CPU; never runs code from the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'checkpoint file not found: {path}')
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as err:  # torch raises several types for truncated, corrupt or code-bearing files
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f'cannot read checkpoint {path}: it is truncated, corrupt, or holds objects '
+                              f'other than tensors and plain containers ({type(err).__name__}: {reason})') from err
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointError(f'checkpoint {path}: expected a dict, found {type(ckpt).__name__}')
+    return ckpt
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _strip_module(state: Mapping[str, torch.Tensor]) -> dict:
+    """Drop the ``module.`` prefix that DataParallel/DDP saves add."""
+    if state and all(k.startswith('module.') for k in state):
+        return {k[len('module.'):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def select_state_dict(ckpt: Mapping, param_key: str = 'params', path: Any = None) -> tuple[str, dict]:
+    """(the key used, the state dict) of a checkpoint; see :func:`extract_state_dict`."""
+    where = f' of {path}' if path is not None else ''
+    if param_key not in PARAM_KEYS:
+        raise ValueError(f"param_key: {param_key!r} is not one of {', '.join(PARAM_KEYS)}")
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointError(f'checkpoint{where}: expected a dict, found {type(ckpt).__name__}')
+    candidates = ('params_ema', 'params') if param_key == 'auto' else (param_key,)
+    for key in candidates:
+        if key in ckpt:
+            state = ckpt[key]
+            if not _is_state_dict(state):
+                raise CheckpointError(f'checkpoint{where}: {key!r} is not a state dict of tensors')
+            return key, _strip_module(state)
+    if _is_state_dict(ckpt):  # the release's bare state dict: the key choice does not apply
+        return BARE, _strip_module(ckpt)
+    present = ', '.join(repr(k) for k in ckpt) or 'none'
+    wanted = ' or '.join(repr(k) for k in candidates)
+    raise CheckpointError(f'checkpoint{where} has no {wanted} entry (keys present: {present}); '
+                          f'choose another param_key ({", ".join(PARAM_KEYS)})')
+
+
+def extract_state_dict(ckpt: Mapping, param_key: str = 'params', path: Any = None) -> dict:
+    """The network state dict of a checkpoint.
+
+    ``param_key``: 'params', 'params_ema', or 'auto' (params_ema if present, else params). A bare state
+    dict (the release's other format) is returned as is. A ``module.`` prefix is removed.
+    """
+    return select_state_dict(ckpt, param_key, path)[1]
+
+
+def network_options_from(ckpt: Mapping) -> dict | None:
+    """The network options (``network_g``) a checkpoint records, or None (e.g. the release's files)."""
+    opts = ckpt.get('network_g') if isinstance(ckpt, Mapping) else None
+    return dict(opts) if isinstance(opts, Mapping) else None
+
+
+def _unwrap(net: nn.Module) -> nn.Module:
+    wrappers = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    return net.module if isinstance(net, wrappers) else net
+
+
+def _listing(items: list, total: int) -> str:
+    more = f' (+{total - len(items)} more)' if total > len(items) else ''
+    return ', '.join(str(i) for i in items) + more
+
+
+def load_network(net: nn.Module, path: str | os.PathLike, param_key: str = 'params', strict: bool = True,
+                 ckpt: Mapping | None = None) -> dict:
+    """Load the weights of ``path`` into ``net`` and return a report.
+
+    ``strict``: any missing, unexpected or mis-shaped tensor raises a CheckpointError naming the first
+    few. Non-strict loads the tensors whose name and shape match and logs the rest. ``ckpt`` reuses
+    an already read file. Report keys: path, param_key, loaded, missing, unexpected, mismatched.
+    """
+    net = _unwrap(net)
+    if ckpt is None:
+        ckpt = load_file(path)
+    key, state = select_state_dict(ckpt, param_key, path)
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own
+                  if k in state and state[k].shape != own[k].shape]
+    report = {'path': str(path), 'param_key': key, 'missing': missing, 'unexpected': unexpected,
+              'mismatched': mismatched, 'network_g': network_options_from(ckpt)}
+    problems = []
+    if missing:
+        problems.append(f'{len(missing)} missing from the file: {_listing(missing[:_SHOW], len(missing))}')
+    if unexpected:
+        problems.append(f'{len(unexpected)} unexpected in the file: '
+                        f'{_listing(unexpected[:_SHOW], len(unexpected))}')
+    if mismatched:
+        shown = [f'{k} file {a} vs network {b}' for k, a, b in mismatched[:_SHOW]]
+        problems.append(f'{len(mismatched)} with another shape: {_listing(shown, len(mismatched))}')
+    if problems and strict:
+        hint = ''
+        if report['network_g'] is None:
+            hint = ' The file records no network options: give the matching ones (--opt or --task).'
+        raise CheckpointError(f"checkpoint {path} ({key!r}) does not fit {type(net).__name__} "
+                              f"(strict loading): {'; '.join(problems)}.{hint}")
+    bad = {k for k, _, _ in mismatched}
+    usable = {k: v for k, v in state.items() if k in own and k not in bad}
+    net.load_state_dict(usable, strict=strict)
+    report['loaded'] = len(usable)
+    logger.info("loaded %d tensors from %r of %s", len(usable), key, path)
+    if problems:
+        logger.warning('non-strict loading of %s: %s', path, '; '.join(problems))
+    return report
+
+
+def _cpu_state(net: nn.Module) -> dict:
+    return {k: v.detach().cpu() for k, v in _unwrap(net).state_dict().items()}
+
+
+def _plain(value: Any) -> Any:
+    """Options as plain dict/list/scalars, the only kinds a weights_only load accepts."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise ValueError(f'network options: value {value!r} of type {type(value).__name__} cannot be stored '
+                     f'in a checkpoint (use numbers, strings, lists or mappings)')
+
+
+def save_network(net: nn.Module, path: str | os.PathLike, network_opts: Mapping, ema_net: nn.Module | None = None,
+                 extra: Mapping | None = None) -> Path:
+    """Atomically write ``{'params', 'params_ema' (with ema_net), 'network_g'}`` plus ``extra`` entries."""
+    if not isinstance(network_opts, Mapping) or 'type' not in network_opts:
+        raise ValueError(f'network_opts: expected a mapping with a "type" key, got {network_opts!r}')
+    ckpt = {'params': _cpu_state(net), 'network_g': _plain(network_opts)}
+    if ema_net is not None:
+        ckpt['params_ema'] = _cpu_state(ema_net)
+    for key, value in (extra or {}).items():
+        if key in ckpt:
+            raise ValueError(f'extra: key {key!r} is reserved for the network checkpoint')
+        ckpt[key] = value
+    return atomic_save(ckpt, path)
