@@ -5,7 +5,7 @@ import functools
 
 import numpy as np
 
-__all__ = ['SAMPLE_NAMES', 'load_sample', 'sample_sizes']
+__all__ = ['SAMPLE_NAMES', 'load_sample', 'load_sample_uint8', 'sample_sizes']
 
 # name -> (skimage.data function, index into its tuple result or None); (height, width) in comments.
 _SOURCES = {
@@ -36,14 +36,23 @@ def _load_uint8(name: str) -> np.ndarray:
     return img
 
 
-def load_sample(name: str) -> np.ndarray:
-    """A scikit-image colour photograph as float32 HxWx3 RGB in [0, 1] (a fresh array each call)."""
+def _check_name(name: str) -> None:
     if name not in _SOURCES:
         import difflib
-        close = difflib.get_close_matches(name, SAMPLE_NAMES, n=1)
+        close = difflib.get_close_matches(str(name), SAMPLE_NAMES, n=1)
         hint = f' (did you mean {close[0]!r}?)' if close else ''
         raise ValueError(f'sample {name!r} is not one of {", ".join(SAMPLE_NAMES)}{hint}')
-    return _load_uint8(name).astype(np.float32) / 255.0
+
+
+def load_sample_uint8(name: str) -> np.ndarray:
+    """A scikit-image colour photograph as a read-only uint8 HxWx3 RGB array (cached)."""
+    _check_name(name)
+    return _load_uint8(name)
+
+
+def load_sample(name: str) -> np.ndarray:
+    """A scikit-image colour photograph as float32 HxWx3 RGB in [0, 1] (a fresh array each call)."""
+    return load_sample_uint8(name).astype(np.float32) / np.float32(255.0)
 
 
 def sample_sizes() -> dict:
