@@ -44,8 +44,9 @@ class SyntheticDegradationDataset(Dataset):
         rain: ``rain`` preset 'light' | 'heavy' | 'mixed', overridden by ``rain_layers``, ``rain_density``,
             ``rain_length``, ``rain_width``, ``rain_angle`` (degrees from vertical), ``rain_angle_spread``,
             ``rain_intensity``.
-        motion_blur: ``blur_kernel`` 'linear' | 'trajectory' | 'mixed', ``blur_length`` (linear, odd),
-            ``blur_size`` (trajectory canvas), ``blur_noise`` (sigma added after blurring).
+        motion_blur: ``blur_kernel`` 'linear' | 'trajectory' | 'mixed', ``blur_length`` (linear, odd) and
+            ``blur_angle`` (linear, degrees), ``blur_size`` (trajectory canvas), ``blur_noise`` (sigma added
+            after blurring).
     Training: a random ``gt_size`` crop (degraded with its surroundings, so borders stay real), a fresh
     degradation, a flip/rotation; ``images_per_epoch`` sets the epoch length (default: one per image).
     Validation/test: the whole image or its centred ``crop_size`` square, degraded identically in every
@@ -58,7 +59,8 @@ class SyntheticDegradationDataset(Dataset):
                  rain_layers: int | None = None, rain_density: Range | None = None, rain_length: Range | None = None,
                  rain_width: Range | None = None, rain_angle: Range | None = None,
                  rain_angle_spread: float | None = None, rain_intensity: Range | None = None,
-                 blur_kernel: str = 'mixed', blur_length: Range = (5, 25), blur_size: int = 31,
+                 blur_kernel: str = 'mixed', blur_length: Range = (5, 25), blur_angle: Range = (0, 180),
+                 blur_size: int = 31,
                  blur_noise: Range = 0, gt_size: int | None = None, crop_size: int | None = None,
                  images_per_epoch: int | None = None, use_hflip: bool = True, use_rot: bool = True,
                  phase: str = 'train', seed: int = 0, quantize: bool = True):
@@ -99,6 +101,7 @@ class SyntheticDegradationDataset(Dataset):
         self._check_choice('blur_kernel', blur_kernel, BLUR_KINDS)
         _check_range(blur_length, 'blur_length', low=1)
         _check_range(blur_noise, 'blur_noise')
+        deg._as_range(blur_angle, 'blur_angle')
         if int(blur_size) < 3:
             raise ValueError(f'blur_size: must be at least 3, got {blur_size!r}')
         rain_overrides = dict(layers=rain_layers, density=rain_density, length=rain_length, width=rain_width,
@@ -111,7 +114,7 @@ class SyntheticDegradationDataset(Dataset):
         self.sigma, self.poisson_a, self.poisson_b = sigma, poisson_a, poisson_b
         self.rain, self.rain_overrides = rain, {k: v for k, v in rain_overrides.items() if v is not None}
         self.blur_kernel, self.blur_length, self.blur_size = blur_kernel, blur_length, int(blur_size)
-        self.blur_noise = blur_noise
+        self.blur_noise, self.blur_angle = blur_noise, blur_angle
 
         if phase == 'train':
             if gt_size is None:
@@ -160,7 +163,7 @@ class SyntheticDegradationDataset(Dataset):
             out = deg.rain(img, rng, preset, **self.rain_overrides)
         else:
             out = deg.random_motion_blur(img, rng, kind=self.blur_kernel, length=self.blur_length,
-                                         size=self.blur_size, noise_sigma=self.blur_noise)
+                                         angle=self.blur_angle, size=self.blur_size, noise_sigma=self.blur_noise)
         return deg.quantize(out) if self.quantize else out
 
     # --------------------------------------------------------------------------------------- reading
