@@ -77,6 +77,29 @@ def average_across_ranks(ctx: RunContext, values: dict) -> dict:
     return {k: v / ctx.world_size for k, v in zip(keys, t.tolist())}
 
 
+def weights_digest(net: torch.nn.Module) -> str:
+    """SHA-256 of a network's state dict (tensor bytes in key order)."""
+    import hashlib
+    h = hashlib.sha256()
+    for key, value in net.state_dict().items():
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_replicas(ctx: RunContext, net: torch.nn.Module) -> list:
+    """Digests of the weights on every rank; raises when the replicas have drifted apart."""
+    digest = weights_digest(net)
+    if not ctx.distributed:
+        return [digest]
+    digests = [None] * ctx.world_size
+    dist.all_gather_object(digests, digest)
+    logger.info('replica check: ' + ', '.join(f'rank {r} {d}' for r, d in enumerate(digests)))
+    if len(set(digests)) != 1:
+        raise RuntimeError(f'the {ctx.world_size} processes hold different weights: {digests}')
+    return digests
+
+
 def shutdown(ctx: RunContext) -> None:
     if ctx.distributed and dist.is_initialized():
         dist.destroy_process_group()

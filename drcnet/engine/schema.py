@@ -145,7 +145,8 @@ def translate_release_keys(opts: dict) -> dict:
                         f'pixel_opt L1Loss plus contrastive_opt IntraCRLoss (alpha {RELEASE_CONTRASTIVE_ALPHA})')
             train['pixel_opt'] = {'type': 'L1Loss', 'loss_weight': pixel.get('loss_weight', 1.0),
                                   'reduction': pixel.get('reduction', 'mean')}
-            train.setdefault('contrastive_opt', {'type': 'IntraCRLoss', 'alpha': RELEASE_CONTRASTIVE_ALPHA})
+            given = train.get('contrastive_opt') or {}
+            train['contrastive_opt'] = {'type': 'IntraCRLoss', 'alpha': RELEASE_CONTRASTIVE_ALPHA, **given}
     val = opts.get('val')
     if isinstance(val, dict):
         grids = val.pop('grids', None)

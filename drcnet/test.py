@@ -1,0 +1,80 @@
+"""drcnet-test / python test.py -opt options/test/<task>.yml: a PSNR/SSIM table per benchmark."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from drcnet import _compat  # noqa: F401
+import drcnet  # noqa: F401,E402
+from drcnet.engine.checkpoint import CheckpointError, load_network  # noqa: E402
+from drcnet.engine.context import init_context, shutdown  # noqa: E402
+from drcnet.engine.evaluator import evaluate  # noqa: E402
+from drcnet.engine.logger import setup_logger  # noqa: E402
+from drcnet.engine.options import build_parser, parse_options  # noqa: E402
+from drcnet.engine.schema import OptionError  # noqa: E402
+from drcnet.inference.tiling import restore  # noqa: E402
+from drcnet.metrics.report import write_report  # noqa: E402
+from drcnet.registry import ARCH_REGISTRY, build  # noqa: E402
+
+logger = logging.getLogger('basicsr')
+
+
+def run_tests(opts: dict, device: torch.device) -> dict:
+    """Evaluate ``network_g`` with ``path.pretrain_network_g`` on every dataset of ``opts``."""
+    from drcnet.train import build_loader
+    from drcnet.engine.context import RunContext
+
+    weights = opts['path']['pretrain_network_g']
+    if not weights:
+        raise OptionError('path.pretrain_network_g: the checkpoint to evaluate is missing')
+    if not Path(weights).is_file():
+        raise OptionError(f'path.pretrain_network_g: no file at {weights} (put the weights there or give another path)')
+    net = build(ARCH_REGISTRY, opts['network_g'], where='network_g')
+    report = load_network(net, weights, param_key=opts['path']['param_key_g'], strict=opts['path']['strict_load_g'])
+    net = net.to(device).eval()
+    val = opts['val']
+    out_dir = Path(opts['path']['results_root']) / opts['name']
+    ctx = RunContext(device=device)
+    rows = []
+    for name, cfg in opts['datasets'].items():
+        _, loader = build_loader(cfg, f'datasets.{name}', ctx, seed=opts['manual_seed'] or 0)
+
+        def restore_fn(lq):
+            return restore(net, lq.to(device), tile=val['tile'], overlap=val['tile_overlap'], tta=val['tta']).float()
+
+        row = evaluate(restore_fn, loader, cfg['name'], val['metrics'], test_y_channel=cfg['test_y_channel'],
+                       save_dir=out_dir if val['save_img'] else None, suffix=val['suffix'], pbar=val['pbar'])
+        logger.info(f"{cfg['name']}: PSNR {row.get('psnr', float('nan')):.2f} SSIM {row.get('ssim', float('nan')):.4f} "
+                    f"({row['protocol']}, {row['images']} images, {row['seconds']:.1f}s)")
+        rows.append(row)
+    meta = {'checkpoint': str(weights), 'param_key': report['param_key'],
+            'protocol': 'PSNR/SSIM by basicsr on 8-bit images; Y = the Y channel of YCbCr (deraining), '
+                        'RGB = all three channels',
+            'tile': val['tile'], 'tta': val['tta']}
+    result = write_report(rows, out_dir, meta)
+    result['out_dir'] = out_dir
+    return result
+
+
+def main(argv=None) -> int:
+    args = build_parser('Evaluate a trained network on benchmark test sets.', is_train=False).parse_args(argv)
+    setup_logger(None)
+    try:
+        opts = parse_options(args, is_train=False)
+        ctx = init_context('none', opts['device'])
+        setup_logger(Path(opts['path']['results_root']) / opts['name'] / 'test.log')
+        result = run_tests(opts, ctx.device)
+    except (OptionError, CheckpointError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    print(result['markdown'])
+    print(f"written: {result['out_dir'] / 'metrics.json'}, metrics.csv, metrics.md")
+    shutdown(ctx)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

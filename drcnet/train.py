@@ -1,0 +1,331 @@
+"""drcnet-train / python train.py -opt OPTIONS.yml [--launcher pytorch] [--auto_resume] [--debug]."""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from drcnet import _compat  # noqa: F401
+import drcnet  # noqa: F401,E402  (registers every component)
+from drcnet.data.loader import build_dataloader, split_dataset_options  # noqa: E402
+from drcnet.engine.checkpoint import CheckpointError, atomic_save, load_file, load_network, save_network  # noqa: E402
+from drcnet.engine.context import (RunContext, any_rank, average_across_ranks, barrier, check_replicas,
+                                   experiment_paths,  # noqa: E402
+                                   init_context, shutdown)
+from drcnet.engine.evaluator import evaluate  # noqa: E402
+from drcnet.engine.logger import format_eta, setup_logger  # noqa: E402
+from drcnet.engine.options import build_parser, dump_options, parse_options  # noqa: E402
+from drcnet.engine.schema import CONTRASTIVE_ENGINE_KEYS, OptionError  # noqa: E402
+from drcnet.models.image_restoration_model import TrainingDiverged, capture_rng_state, restore_rng_state  # noqa: E402
+from drcnet.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY, build, resolve  # noqa: E402
+
+logger = logging.getLogger('basicsr')
+STATE_KEYS = ('iter', 'epoch', 'params', 'optimizer', 'scheduler', 'rng')
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --- building from options (the edge: below here, objects take plain arguments) ---------------------
+def build_dataset(cfg: dict, where: str, **overrides):
+    dataset_kwargs, loader_kwargs = split_dataset_options(cfg)
+    dataset_kwargs.update(overrides)
+    return build(DATASET_REGISTRY, dataset_kwargs, where=where), loader_kwargs
+
+
+def build_loader(cfg: dict, where: str, ctx: RunContext, seed: int, **overrides):
+    batch = overrides.pop('batch_size_per_gpu', None)
+    dataset, loader_kwargs = build_dataset(cfg, where, **overrides)
+    if batch is not None:
+        loader_kwargs['batch_size_per_gpu'] = batch
+    phase = cfg['phase']
+    if phase != 'train':
+        loader_kwargs.update(batch_size_per_gpu=1, use_shuffle=False)
+    loader = build_dataloader(dataset, phase, rank=ctx.rank if phase == 'train' else 0,
+                              world_size=ctx.world_size if phase == 'train' else 1, seed=seed,
+                              device=ctx.device, **loader_kwargs)
+    return dataset, loader
+
+
+def build_contrastive(cfg: dict | None):
+    if cfg is None:
+        return None
+    cfg = dict(cfg)
+    skip = cfg.pop('skip_if_no_weights', False)
+    if skip:
+        from drcnet.losses.vgg_features import find_vgg19_weights
+        try:
+            find_vgg19_weights(cfg.get('vgg_weights'), allow_download=False)
+        except (FileNotFoundError, ValueError) as err:
+            logger.warning(f'train.contrastive_opt: Intra-CR is off for this run ({err})')
+            return None
+    assert not set(cfg) & set(CONTRASTIVE_ENGINE_KEYS)
+    return build(LOSS_REGISTRY, cfg, where='train.contrastive_opt')
+
+
+def build_model(opts: dict, ctx: RunContext, net=None):
+    train = opts['train']
+    net = net if net is not None else build(ARCH_REGISTRY, opts['network_g'], where='network_g')
+    pretrain = opts['path']['pretrain_network_g']
+    if pretrain:
+        load_network(net, pretrain, param_key=opts['path']['param_key_g'], strict=opts['path']['strict_load_g'])
+    model_cls = resolve(MODEL_REGISTRY, opts['model_type'], where='model_type')
+    pixel = build(LOSS_REGISTRY, train['pixel_opt'], where='train.pixel_opt') if train['pixel_opt'] else None
+    return model_cls(
+        net_g=net, device=ctx.device, pixel_loss=pixel, contrastive_loss=build_contrastive(train['contrastive_opt']),
+        optim_g=train['optim_g'], scheduler=train['scheduler'], warmup_iter=train['warmup_iter'],
+        ema_decay=train['ema_decay'], grad_clip_norm=train['grad_clip_norm'] if train['use_grad_clip'] else None,
+        mixed_precision=train['mixed_precision'], channels_last=train['channels_last'], ddp=ctx.distributed)
+
+
+# --- checkpoints and resume ---------------------------------------------------------------------
+def save_checkpoint(model, opts: dict, paths: dict, current_iter: int, epoch: int, batch_in_epoch: int,
+                    tag: str | None = None) -> None:
+    tag = tag or str(current_iter)
+    ema = model.ema.module if model.ema is not None else None
+    save_network(model.net_g, paths['models'] / f'net_g_{tag}.pth', opts['network_g'], ema_net=ema)
+    state = model.training_state(current_iter, epoch, extra={'batch_in_epoch': batch_in_epoch})
+    atomic_save(state, paths['training_states'] / f'{current_iter}.state')
+    logger.info(f'saved net_g_{tag}.pth and training state {current_iter}.state')
+
+
+def find_resume_state(folder: Path) -> tuple[Path, dict] | None:
+    """The newest training state in ``folder`` that loads; bad files are skipped with a warning."""
+    if not folder.is_dir():
+        return None
+    candidates = []
+    for path in folder.glob('*.state'):
+        try:
+            candidates.append((int(path.stem), path))
+        except ValueError:
+            logger.warning(f'auto_resume: ignoring {path} (not named <iteration>.state)')
+    for _, path in sorted(candidates, reverse=True):
+        try:
+            state = load_file(path)
+            missing = [k for k in STATE_KEYS if k not in state]
+            if missing:
+                raise CheckpointError(f'{path}: not a training state (missing {", ".join(missing)})')
+            return path, state
+        except CheckpointError as err:
+            logger.warning(f'auto_resume: skipping unreadable training state {path}: {err}')
+    return None
+
+
+def progressive_phase(progressive: dict | None, current_iter: int) -> int | None:
+    """Index of the progressive phase that iteration ``current_iter`` (0-based) belongs to."""
+    if not progressive:
+        return None
+    for i, end in enumerate(progressive['iters']):
+        if current_iter < end:
+            return i
+    return len(progressive['iters']) - 1
+
+
+# --- validation ---------------------------------------------------------------------------------
+def validate(model, val_loaders: dict, opts: dict, current_iter: int, tb) -> list:
+    rng = capture_rng_state()  # validation must not change the training run's random stream
+    try:
+        return _validate(model, val_loaders, opts, current_iter, tb)
+    finally:
+        restore_rng_state(rng)
+
+
+def _validate(model, val_loaders: dict, opts: dict, current_iter: int, tb) -> list:
+    val = opts['val']
+    rows = []
+    for name, (cfg, loader) in val_loaders.items():
+        save_dir = Path(opts['path']['experiments_root']) / opts['name'] / 'visualization' if val['save_img'] else None
+
+        def restore_fn(lq):
+            model.feed_data({'lq': lq})
+            return model.test(tile=val['tile'], overlap=val['tile_overlap'], tta=val['tta'], use_ema=val['use_ema'])
+
+        row = evaluate(restore_fn, loader, cfg['name'], val['metrics'], test_y_channel=cfg['test_y_channel'],
+                       save_dir=save_dir, suffix=str(current_iter), pbar=False, with_input=True)
+        rows.append(row)
+        values = ', '.join(f'{k} {row[k]:.4f}' for k in val['metrics'] if k in row)
+        inputs = ', '.join(f'{k} {row["input_" + k]:.4f}' for k in val['metrics'] if 'input_' + k in row)
+        logger.info(f'validation {cfg["name"]} @ iter {current_iter} ({row["protocol"]}): {values} '
+                    f'(input: {inputs})')
+        if tb is not None:
+            for k in val['metrics']:
+                if k in row:
+                    tb.add_scalar(f'metrics/{cfg["name"]}/{k}', row[k], current_iter)
+    return rows
+
+
+# --- the loop -----------------------------------------------------------------------------------
+def train(opts: dict, ctx: RunContext, auto_resume: bool = False) -> dict:
+    """Train as ``opts`` says; returns a summary (final iteration, last validation rows, paths)."""
+    paths = experiment_paths(opts['path']['experiments_root'], opts['name'])
+    ctx.paths = paths
+    resume = None
+    if opts['path']['resume_state']:
+        path = Path(opts['path']['resume_state'])
+        resume = (path, load_file(path))
+    elif auto_resume:
+        resume = find_resume_state(paths['training_states'])
+    if ctx.is_main:
+        for key in ('models', 'training_states'):
+            paths[key].mkdir(parents=True, exist_ok=True)
+    barrier(ctx)
+    setup_logger(paths['root'] / f'train_{opts["name"]}_{time.strftime("%Y%m%d_%H%M%S")}.log', ctx.rank)
+    logger.info(f'drcnet {drcnet.__version__}, torch {torch.__version__}, device {ctx.device}, '
+                f'world size {ctx.world_size}\n{dump_options(opts)}')
+
+    seed = opts['manual_seed'] if opts['manual_seed'] is not None else random.randint(1, 10000)
+    seed_everything(seed + ctx.rank)
+    train_opts = opts['train']
+    progressive = train_opts['progressive']
+    phase_idx = progressive_phase(progressive, 0)
+
+    def make_train_loader(idx):
+        over = {}
+        if idx is not None:
+            over = {'gt_size': progressive['gt_size'][idx], 'batch_size_per_gpu': progressive['batch_size'][idx]}
+        return build_loader(opts['datasets']['train'], 'datasets.train', ctx, seed, **over)
+
+    train_set, train_loader = make_train_loader(phase_idx)
+    val_loaders = {}
+    for name, cfg in opts['datasets'].items():
+        if name != 'train':
+            val_loaders[name] = (cfg, build_loader(cfg, f'datasets.{name}', ctx, seed)[1])
+    accum = train_opts['accum_iter']
+    total_iter = train_opts['total_iter']
+    if len(train_loader) < accum:
+        raise OptionError(f'datasets.train: {len(train_loader)} batch(es) per epoch, fewer than train.accum_iter '
+                          f'({accum}); use more data, dataset_enlarge_ratio or a smaller batch')
+    logger.info(f'training set: {len(train_set)} samples, {len(train_loader)} batches per epoch per process; '
+                f'{total_iter} iterations of {accum} batch(es) x {ctx.world_size} process(es)')
+
+    model = build_model(opts, ctx)
+    start_iter, epoch, skip_batches = 0, 0, 0
+    if resume is not None:
+        path, state = resume
+        model.resume_training(state)
+        start_iter, epoch, skip_batches = state['iter'], state['epoch'], state.get('batch_in_epoch', 0)
+        logger.info(f'resumed from {path}: iteration {start_iter}, epoch {epoch}')
+        if progressive_phase(progressive, start_iter) != phase_idx:
+            phase_idx = progressive_phase(progressive, start_iter)
+            train_set, train_loader = make_train_loader(phase_idx)
+
+    tb = None
+    if opts['logger']['use_tb_logger'] and ctx.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+        tb = SummaryWriter(log_dir=str(paths['tb_logger']))
+
+    log_opts, val_opts = opts['logger'], opts['val']
+    current_iter, last_rows, batch_in_epoch = start_iter, [], skip_batches
+    t_start, iter_done = time.time(), 0
+    data_time = iter_time = 0.0
+    while current_iter < total_iter:
+        if hasattr(train_loader.sampler, 'set_epoch'):
+            train_loader.sampler.set_epoch(epoch)
+        batch_iter = iter(train_loader)
+        rng_after_skip = None
+        if skip_batches:
+            if resume is not None:
+                rng_after_skip = resume[1]['rng']
+            for _ in range(skip_batches):
+                next(batch_iter, None)
+            if rng_after_skip is not None:
+                restore_rng_state(rng_after_skip)  # skipped batches must not consume the resumed random state
+        batch_in_epoch = skip_batches
+        skip_batches = 0
+        t0 = time.time()
+        while current_iter < total_iter:
+            batches = []
+            for _ in range(accum):
+                data = next(batch_iter, None)
+                if data is None:
+                    break
+                batches.append(data)
+            if len(batches) < accum:
+                break
+            batch_in_epoch += accum
+            t_data = time.time()
+            data_time += t_data - t0
+            try:
+                losses = model.train_step(batches, current_iter)
+                diverged = None
+            except TrainingDiverged as err:
+                losses, diverged = {}, str(err)
+            if any_rank(ctx, diverged is not None):
+                msg = diverged or f'iteration {current_iter}: a loss became NaN/inf on another process'
+                raise TrainingDiverged(f'{msg}; stopped without saving (last good checkpoint kept)')
+            current_iter += 1
+            iter_done += 1
+            t0 = time.time()
+            iter_time += t0 - t_data
+            if current_iter % log_opts['print_freq'] == 0 or current_iter == total_iter:
+                losses = average_across_ranks(ctx, losses)
+                per_iter = (time.time() - t_start) / iter_done
+                eta = format_eta(per_iter * (total_iter - current_iter))
+                terms = ' '.join(f'{k}: {v:.4e}' for k, v in losses.items())
+                logger.info(f'[epoch {epoch} iter {current_iter:,}/{total_iter:,}] lr {model.current_lr():.3e} '
+                            f'{terms} | data {data_time / iter_done:.3f}s iter {iter_time / iter_done:.3f}s '
+                            f'eta {eta}')
+                if tb is not None:
+                    for k, v in losses.items():
+                        tb.add_scalar(f'losses/{k}', v, current_iter)
+                    tb.add_scalar('lr', model.current_lr(), current_iter)
+            if current_iter % int(log_opts['save_checkpoint_freq']) == 0 and current_iter < total_iter:
+                if ctx.is_main:
+                    save_checkpoint(model, opts, paths, current_iter, epoch, batch_in_epoch)
+                barrier(ctx)
+            if val_loaders and current_iter % int(val_opts['val_freq']) == 0:
+                if ctx.is_main:
+                    last_rows = validate(model, val_loaders, opts, current_iter, tb)
+                barrier(ctx)
+            if progressive is not None and progressive_phase(progressive, current_iter) != phase_idx:
+                phase_idx = progressive_phase(progressive, current_iter)
+                logger.info(f'progressive training: gt_size {progressive["gt_size"][phase_idx]}, '
+                            f'batch {progressive["batch_size"][phase_idx]} from iteration {current_iter}')
+                train_set, train_loader = make_train_loader(phase_idx)
+                break
+        if current_iter < total_iter:
+            epoch += 1
+
+    check_replicas(ctx, model.net_g)
+    if ctx.is_main:
+        save_checkpoint(model, opts, paths, current_iter, epoch, batch_in_epoch, tag='latest')
+        if val_loaders and (not last_rows or current_iter % int(val_opts['val_freq']) != 0):
+            last_rows = validate(model, val_loaders, opts, current_iter, tb)
+    barrier(ctx)
+    if tb is not None:
+        tb.close()
+    logger.info(f'training done: {current_iter} iterations in {format_eta(time.time() - t_start)}')
+    return {'iter': current_iter, 'rows': last_rows, 'paths': paths, 'model': model}
+
+
+def main(argv=None) -> int:
+    args = build_parser('Train a DRCNet (or another registered network).').parse_args(argv)
+    setup_logger(None)
+    try:
+        opts = parse_options(args, is_train=True)
+    except OptionError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    ctx = init_context(args.launcher, opts['device'], opts['dist_params']['backend'],
+                       opts['dist_params']['timeout_minutes'])
+    try:
+        train(opts, ctx, auto_resume=args.auto_resume)
+    except TrainingDiverged as err:
+        logger.error(str(err))
+        return 1
+    finally:
+        shutdown(ctx)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

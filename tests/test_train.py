@@ -1,0 +1,177 @@
+"""Training end to end on tiny networks and the sample photographs: one process and torchrun."""
+import logging
+import re
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from drcnet.engine.checkpoint import load_file
+from drcnet.archs.drcnet_arch import DRCNet
+from drcnet.engine.context import RunContext, weights_digest
+from drcnet.engine.schema import validate
+from drcnet.models.image_restoration_model import TrainingDiverged
+from drcnet.train import find_resume_state, main, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SYNTHETIC_TRAIN = {'type': 'SyntheticDegradationDataset', 'source': 'samples',
+                   'samples': ['astronaut', 'chelsea', 'coffee'], 'degradation': 'gaussian_noise', 'sigma': 25,
+                   'gt_size': 32, 'batch_size_per_gpu': 2, 'num_worker_per_gpu': 0}
+SYNTHETIC_VAL = {'type': 'SyntheticDegradationDataset', 'source': 'samples', 'samples': ['rocket'],
+                 'degradation': 'gaussian_noise', 'sigma': 25, 'crop_size': 48}
+
+
+def tiny_options(tmp_path, name='tiny', total_iter=4, **train_changes):
+    opts = {
+        'name': name,
+        'manual_seed': 3,
+        'device': 'cpu',
+        'datasets': {'train': dict(SYNTHETIC_TRAIN), 'val': dict(SYNTHETIC_VAL)},
+        'network_g': {'type': 'DRCNet', 'wf': 8, 'depth': 2},
+        'path': {'experiments_root': str(tmp_path / 'experiments')},
+        'train': {'total_iter': total_iter, 'optim_g': {'type': 'Adam', 'lr': 1e-3},
+                  'scheduler': {'type': 'CosineAnnealingLR', 'T_max': total_iter, 'eta_min': 1e-5}},
+        'val': {'val_freq': 1000, 'pbar': False},
+        'logger': {'print_freq': 1, 'save_checkpoint_freq': 2},
+    }
+    opts['train'].update(train_changes)
+    return opts
+
+
+def write_options(tmp_path, opts, name='opt.yml'):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(opts))
+    return path
+
+
+def final_weights(tmp_path, name):
+    return load_file(tmp_path / 'experiments' / name / 'models' / 'net_g_latest.pth')['params']
+
+
+def test_train_writes_checkpoints_logs_and_validates(tmp_path):
+    opts = tiny_options(tmp_path, ema_decay=0.9)
+    assert main(['-opt', str(write_options(tmp_path, opts))]) == 0
+    root = tmp_path / 'experiments' / 'tiny'
+    assert sorted(p.name for p in (root / 'models').iterdir()) == ['net_g_2.pth', 'net_g_latest.pth']
+    assert sorted(p.name for p in (root / 'training_states').iterdir()) == ['2.state', '4.state']
+    ckpt = load_file(root / 'models' / 'net_g_latest.pth')
+    assert set(ckpt) == {'params', 'params_ema', 'network_g'}
+    assert ckpt['network_g'] == {'type': 'DRCNet', 'wf': 8, 'depth': 2}
+    log = next(root.glob('train_tiny_*.log')).read_text()
+    assert 'iter 4/4' in log and 'eta' in log and 'validation' in log
+    assert not any(p.suffix == '.tmp' or p.name.startswith('.') for p in root.rglob('*'))
+
+
+def test_stopped_and_resumed_run_ends_with_the_same_weights(tmp_path):
+    ctx = RunContext(device=torch.device('cpu'))
+    full = validate(tiny_options(tmp_path, name='full', total_iter=6))
+    train(full, ctx)
+    # same run, stopped after iteration 4 (the state saved at 4 stays), then resumed to 6
+    part = validate(tiny_options(tmp_path, name='part', total_iter=6))
+    part_short = validate(tiny_options(tmp_path, name='part', total_iter=6))
+    part_short['train']['total_iter'] = 4
+    train(part_short, ctx)
+    train(part, ctx, auto_resume=True)
+    a, b = final_weights(tmp_path, 'full'), final_weights(tmp_path, 'part')
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0, msg=k)
+
+
+def test_auto_resume_skips_a_corrupt_state_with_a_warning(tmp_path, caplog):
+    ctx = RunContext(device=torch.device('cpu'))
+    opts = validate(tiny_options(tmp_path, name='corrupt', total_iter=4))
+    train(opts, ctx)
+    states = tmp_path / 'experiments' / 'corrupt' / 'training_states'
+    good = states / '2.state'
+    newest = states / '4.state'
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated, as after a crash mid-write
+    with caplog.at_level(logging.WARNING, logger='basicsr'):
+        found = find_resume_state(states)
+    assert found is not None and found[0] == good and found[1]['iter'] == 2
+    assert '4.state' in caplog.text
+
+
+def test_nan_loss_stops_with_the_iteration_and_term_and_keeps_checkpoints(tmp_path):
+    ctx = RunContext(device=torch.device('cpu'))
+    opts = validate(tiny_options(tmp_path, name='nan', total_iter=3, optim_g={'type': 'Adam', 'lr': 1e30}))
+    with pytest.raises(TrainingDiverged, match=r'iteration \d+: loss term l_pix'):
+        train(opts, ctx)
+    models = tmp_path / 'experiments' / 'nan' / 'models'
+    assert not (models / 'net_g_latest.pth').exists()
+
+
+def test_release_style_options_train_with_warnings(tmp_path, caplog):
+    from drcnet.data.image_io import write_image
+    from drcnet.data.samples import load_sample
+    for sub in ('target', 'input'):
+        (tmp_path / 'rain' / sub).mkdir(parents=True)
+    for name in ('chelsea', 'coffee'):
+        img = load_sample(name)[:64, :64]
+        write_image(tmp_path / 'rain' / 'target' / f'{name}.png', img)
+        write_image(tmp_path / 'rain' / 'input' / f'{name}.png', (img * 0.8 + 0.1))
+    release = {
+        'name': 'release_style', 'model_type': 'ImageRestorationModel', 'scale': 1, 'num_gpu': 1,
+        'manual_seed': 10, 'device': 'cpu',
+        'datasets': {'train': {'name': 'rain', 'type': 'PairedImageDataset',
+                               'dataroot_gt': str(tmp_path / 'rain' / 'target'),
+                               'dataroot_lq': str(tmp_path / 'rain' / 'input'), 'filename_tmpl': '{}',
+                               'io_backend': {'type': 'disk'}, 'gt_size': 32, 'use_flip': True, 'use_rot': True,
+                               'use_shuffle': True, 'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2,
+                               'dataset_enlarge_ratio': 2, 'prefetch_mode': None}},
+        'network_g': {'type': 'DRCNet', 'wf': 8, 'depth': 2, 'hin_position_left': 0, 'hin_position_right': 1},
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None,
+                 'experiments_root': str(tmp_path / 'experiments')},
+        'train': {'optim_g': {'type': 'Adam', 'lr': 2e-4, 'weight_decay': 0, 'betas': [0.9, 0.99]},
+                  'scheduler': {'type': 'TrueCosineAnnealingLR', 'T_max': 2, 'eta_min': 1e-7},
+                  'total_iter': 2, 'warmup_iter': -1, 'use_grad_clip': True,
+                  'pixel_opt': {'type': 'IntraCRLoss', 'loss_weight': 1, 'reduction': 'mean'}},
+        'val': {'val_freq': 1000, 'save_img': False, 'grids': True, 'crop_size': 64, 'max_minibatch': 8,
+                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}},
+        'logger': {'print_freq': 1, 'save_checkpoint_freq': 1000, 'use_tb_logger': False,
+                   'wandb': {'project': None, 'resume_id': None}},
+        'dist_params': {'backend': 'gloo', 'port': 29500},
+    }
+    # the release's loss needs VGG19 weights; tests use random features
+    release_path = write_options(tmp_path, release, 'release.yml')
+    with caplog.at_level(logging.WARNING, logger='basicsr'):
+        code = main(['-opt', str(release_path), '--force_yml', 'train:contrastive_opt:vgg_weights=random'])
+    assert code == 0
+    for old in ('use_flip', 'PairedImageDataset', 'hin_position', 'TrueCosineAnnealingLR', 'IntraCRLoss',
+                'grids', 'max_minibatch', 'wandb'):
+        assert old in caplog.text, old
+    assert (tmp_path / 'experiments' / 'release_style' / 'models' / 'net_g_latest.pth').is_file()
+
+
+def test_unknown_keys_fail_before_any_work(tmp_path, capsys):
+    opts = tiny_options(tmp_path)
+    opts['train']['ema_decy'] = 0.9
+    assert main(['-opt', str(write_options(tmp_path, opts))]) == 2
+    err = capsys.readouterr().err
+    assert "train.ema_decy" in err and "did you mean 'ema_decay'" in err
+    assert not (tmp_path / 'experiments').exists()
+
+
+def test_torchrun_two_processes_on_gloo_end_with_identical_weights(tmp_path):
+    opts = tiny_options(tmp_path, name='ddp', total_iter=3)
+    opts['datasets'].pop('val')
+    opt_path = write_options(tmp_path, opts)
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+           str(ROOT / 'train.py'), '-opt', str(opt_path), '--launcher', 'pytorch']
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    root = tmp_path / 'experiments' / 'ddp'
+    log = next(root.glob('train_ddp_*.log')).read_text()
+    assert 'world size 2' in log
+    digests = dict(re.findall(r'rank (\d) ([0-9a-f]{64})', log))
+    assert set(digests) == {'0', '1'} and digests['0'] == digests['1']
+    # the digest rank 0 reported is the one of the weights it saved
+    net = DRCNet(wf=8, depth=2)
+    net.load_state_dict(load_file(root / 'models' / 'net_g_latest.pth')['params'])
+    assert weights_digest(net) == digests['0']
