@@ -164,7 +164,7 @@ def _prepare(args):
     return net.to(device).eval(), device, list(zip(inputs, outputs))
 
 
-def restore_file(net, src: Path, dst: Path, args, device) -> None:
+def restore_file(net, src: Path, dst: Path, args, device, progress: bool = False) -> None:
     """Read, restore and write one image (and its comparison picture)."""
     import torch
 
@@ -173,7 +173,9 @@ def restore_file(net, src: Path, dst: Path, args, device) -> None:
 
     img = read_image(src)
     x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
-    y = restore(net, x, tile=args.tile, overlap=args.tile_overlap, tta=args.tta, device=device)
+    y = restore(net, x, tile=args.tile, overlap=args.tile_overlap, tta=args.tta, device=device,
+                progress=progress)
+    del x
     out = y[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
     bits = args.bits if dst.suffix.lower() in ('.png', '.tif', '.tiff') else 8
     write_image(dst, out, bits=bits)
@@ -202,7 +204,7 @@ def main(argv: list | None = None) -> int:
     bar = tqdm(jobs, desc='restoring', unit='img', disable=len(jobs) < 2)
     for src, dst in bar:
         try:
-            restore_file(net, src, dst, args, device)
+            restore_file(net, src, dst, args, device, progress=len(jobs) == 1)
         except (ImageReadError, ImageWriteError) as err:
             failed.append(src)
             message = str(err) if str(src) in str(err) else f'{src}: {err}'

@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from drcnet.inference.tta import forward_x8
 
@@ -68,11 +69,11 @@ def _check(tile: int, overlap: int, window: str) -> None:
 
 
 def tiled_forward(fn: Fn, img: torch.Tensor, tile: int, overlap: int = 32, window: str = 'hann',
-                  device: torch.device | str | None = None) -> torch.Tensor:
+                  device: torch.device | str | None = None, progress: bool = False) -> torch.Tensor:
     """Apply ``fn`` ((B, C, h, w) -> (B, C', h, w)) tile by tile to ``img`` (B, C, H, W) and blend.
 
     ``device``: where ``fn`` runs; tiles are moved there and back, the buffers stay with ``img``.
-    An image no larger than ``tile`` on both sides gets a single plain call.
+    An image no larger than ``tile`` on both sides gets a single plain call. ``progress``: a tqdm bar.
     """
     _check(tile, overlap, window)
     if img.dim() != 4:
@@ -86,6 +87,7 @@ def tiled_forward(fn: Fn, img: torch.Tensor, tile: int, overlap: int = 32, windo
     ys, xs = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
     wy, wx = axis_weights(ys, tile_h, window), axis_weights(xs, tile_w, window)
     out = weight = None
+    bar = tqdm(total=len(ys) * len(xs), desc='tiles', unit='tile', leave=False, disable=not progress)
     for y, win_y in zip(ys, wy):
         for x, win_x in zip(xs, wx):
             patch = fn(img[..., y:y + tile_h, x:x + tile_w].to(run_device))
@@ -100,6 +102,8 @@ def tiled_forward(fn: Fn, img: torch.Tensor, tile: int, overlap: int = 32, windo
             out[..., y:y + tile_h, x:x + tile_w].add_(patch.to(img.device) * win)
             weight[..., y:y + tile_h, x:x + tile_w].add_(win)
             del patch
+            bar.update(1)
+    bar.close()
     return out.div_(weight)
 
 
@@ -112,7 +116,8 @@ def _as_fn(net_or_fn) -> Fn:
 
 
 def restore(net_or_fn: nn.Module | Fn, img: torch.Tensor, tile: int | None = None, overlap: int = 32,
-            tta: bool = False, window: str = 'hann', device: torch.device | str | None = None) -> torch.Tensor:
+            tta: bool = False, window: str = 'hann', device: torch.device | str | None = None,
+            progress: bool = False) -> torch.Tensor:
     """Restore ``img`` (B, 3, H, W) under ``torch.inference_mode()``: optional tiling, optional x8 TTA.
 
     With both, each tile gets the x8 ensemble (the blend is linear, so this equals averaging eight
@@ -127,6 +132,6 @@ def restore(net_or_fn: nn.Module | Fn, img: torch.Tensor, tile: int | None = Non
         device = param.device if param is not None else None
     with torch.inference_mode():
         if tile:
-            return tiled_forward(fn, img, tile, overlap, window=window, device=device)
+            return tiled_forward(fn, img, tile, overlap, window=window, device=device, progress=progress)
         run_device = torch.device(device) if device is not None else img.device
         return fn(img.to(run_device)).to(img.device)
