@@ -1,6 +1,8 @@
 """PairedRestorationDataset: aligned crops, name matching, and errors for every kind of bad input."""
 from __future__ import annotations
 
+import random
+
 import cv2
 import numpy as np
 import pytest
@@ -49,6 +51,7 @@ def _locate(crop: np.ndarray, sources: list) -> tuple | None:
 
 
 def test_training_crops_keep_lq_gt_relation_through_crop_flip_and_rotation(tmp_path):
+    random.seed(0)  # basicsr's crop and augment draw from python's random
     gt_dir, lq_dir = _make_offset_pairs(tmp_path)
     ds = PairedRestorationDataset(str(gt_dir), str(lq_dir), gt_size=32, phase='train')
     sources = [cv2.imread(str(p))[:, :, ::-1].astype(np.float32) / 255 for p in sorted(gt_dir.iterdir())]
