@@ -59,7 +59,10 @@ def _read_yaml_network(path: Path) -> dict:
     net = data.get('network_g') if isinstance(data, dict) else None
     if not isinstance(net, dict):
         raise UsageError(f'--opt: {path} has no network_g mapping')
-    return dict(net)
+    from drcnet.engine.schema import translate_release_keys
+
+    # the release's hin_position_left/right become sf_levels (one warning), as for training options
+    return dict(translate_release_keys({'network_g': dict(net)})['network_g'])
 
 
 def network_options(ckpt: dict, opt_file: str | None, task: str | None, release_numerics: bool = False):

@@ -107,3 +107,18 @@ def test_presets_build_and_deblur_uses_two_levels():
     opts = task_options('deblur', release_numerics=True)
     assert opts['sf_levels'] == [2, 3] and opts['sf_threshold'] == 0.8
     assert task_options('deblur')['sf_levels'] == [2, 3]  # a fresh copy each time
+
+
+def test_release_yaml_hin_positions_map_to_sf_levels(setup, tmp_path, capsys):
+    _, _, src = setup
+    torch.manual_seed(1)
+    release_net = DRCNet(wf=8, depth=2, sf_levels=[1])  # spatial filter at the deeper level only
+    bare = tmp_path / 'release_level1.pth'
+    torch.save({'params': release_net.state_dict()}, bare)
+    opt = tmp_path / 'release.yml'
+    opt.write_text('network_g:\n  type: DRCNet\n  wf: 8\n  depth: 2\n  hin_position_left: 1\n  hin_position_right: 1\n')
+    args = ['-i', str(src / 'cat.png'), '-o', str(tmp_path / 'o'), '--weights', str(bare), '--opt', str(opt)]
+    assert main(args) == 0, capsys.readouterr().err
+    opt.write_text('network_g:\n  type: DRCNet\n  wf: 8\n  depth: 2\n  hin_position_left: 0\n  hin_position_right: 1\n')
+    assert main(args) == 2  # a network with the filter at both levels does not fit, and says so
+    assert 'missing from the file: down_path_1.0.norm' in capsys.readouterr().err
