@@ -95,14 +95,15 @@ def _output_names(inputs: list, root: Path | None, out: Path, args) -> list:
     if ext != 'same' and f'.{ext}' not in IMAGE_EXTENSIONS:
         raise UsageError(f"--ext: {args.ext!r} is not one of same, {', '.join(e[1:] for e in IMAGE_EXTENSIONS)}")
     if root is None and out.suffix.lower() in IMAGE_EXTENSIONS:
-        return [out]
-    names = []
-    for path in inputs:
-        rel = path.relative_to(root) if root is not None else Path(path.name)
-        suffix = path.suffix if ext == 'same' else f'.{ext}'
-        names.append(out / rel.with_name(f'{rel.stem}{args.suffix}{suffix}'))
+        names = [out]
+    else:
+        names = [out / (path.relative_to(root) if root is not None else Path(path.name)) for path in inputs]
+        names = [name.with_name(f'{name.stem}{args.suffix}{name.suffix if ext == "same" else "." + ext}')
+                 for name in names]
     seen = {}
     for path, name in zip(inputs, names):
+        if name.resolve() == path.resolve():
+            raise UsageError(f'{path} would be overwritten by its restored image; choose another -o or --suffix')
         if name in seen:
             raise UsageError(f'{seen[name].name} and {path.name} would both be written to {name}; '
                              f'use --ext same or rename one')
@@ -143,7 +144,8 @@ def _prepare(args):
     if src.is_dir():
         out_dir = Path(args.output).resolve()
         root = src
-        inputs = [p for p in list_images(src, recursive=True) if out_dir not in p.resolve().parents]
+        inside = out_dir != src.resolve()  # an output folder inside the input folder: skip earlier results
+        inputs = [p for p in list_images(src, recursive=True) if not (inside and out_dir in p.resolve().parents)]
         if not inputs:
             raise UsageError(f'--input: no images ({", ".join(("png", "jpg", "tif", "bmp"))}) in {src}')
     else:

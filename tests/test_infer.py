@@ -122,3 +122,12 @@ def test_release_yaml_hin_positions_map_to_sf_levels(setup, tmp_path, capsys):
     opt.write_text('network_g:\n  type: DRCNet\n  wf: 8\n  depth: 2\n  hin_position_left: 0\n  hin_position_right: 1\n')
     assert main(args) == 2  # a network with the filter at both levels does not fit, and says so
     assert 'missing from the file: down_path_1.0.norm' in capsys.readouterr().err
+
+
+def test_outputs_never_clobber_inputs_or_each_other(setup, tmp_path, capsys):
+    _, weights, src = setup
+    write_image(src / 'cat.jpg', photo('chelsea', 40, 56))  # cat.png and cat.jpg would both become cat.png
+    assert main(['-i', str(src), '-o', str(tmp_path / 'o'), '--weights', str(weights)]) == 2
+    assert 'cat.png' in capsys.readouterr().err and not (tmp_path / 'o').exists()
+    assert main(['-i', str(src), '-o', str(src), '--weights', str(weights), '--ext', 'same']) == 2
+    assert 'overwritten' in capsys.readouterr().err
