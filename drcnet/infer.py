@@ -65,7 +65,8 @@ def _read_yaml_network(path: Path) -> dict:
     return dict(translate_release_keys({'network_g': dict(net)})['network_g'])
 
 
-def network_options(ckpt: dict, opt_file: str | None, task: str | None, release_numerics: bool = False):
+def network_options(ckpt: dict, opt_file: str | None, task: str | None,
+                    release_numerics: bool = False) -> tuple[dict, str]:
     """(options, where they came from): checkpoint's network_g, else --opt, else --task, else the paper's."""
     from drcnet.engine.checkpoint import network_options_from
     from drcnet.inference.presets import RELEASE_NUMERICS, task_options
