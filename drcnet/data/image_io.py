@@ -13,7 +13,7 @@ from typing import Union
 import cv2
 import numpy as np
 
-__all__ = ['IMAGE_EXTENSIONS', 'ImageReadError', 'ImageWriteError', 'decode_image', 'encode_image',
+__all__ = ['IMAGE_EXTENSIONS', 'ImageReadError', 'ImageWriteError', 'decode_image', 'decode_raw', 'encode_image',
            'is_image_file', 'list_images', 'read_image', 'to_float', 'write_image']
 
 PathLike = Union[str, os.PathLike]
@@ -92,10 +92,11 @@ def to_float(img: np.ndarray, name: str = 'image') -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def decode_image(buf: bytes, name: str = '<bytes>') -> np.ndarray:
-    """Encoded image bytes (a file's content or an lmdb record) to float32 HxWx3 RGB in [0, 1].
+def decode_raw(buf: bytes, name: str = '<bytes>') -> np.ndarray:
+    """Encoded bytes to the array OpenCV decodes (BGR or grey, uint8/uint16, EXIF applied, alpha dropped).
 
-    ``name`` (the file path or lmdb key) is used in the ImageReadError raised for bad data.
+    Checks what ``decode_image`` checks; ``scripts/create_lmdb.py`` stores these pixels losslessly, so a
+    folder and its lmdb decode to identical images.
     """
     if buf is None or len(buf) == 0:
         raise ImageReadError(f'cannot read image {name}: no data (empty file or missing lmdb key)')
@@ -108,6 +109,15 @@ def decode_image(buf: bytes, name: str = '<bytes>') -> np.ndarray:
     if img is None:
         raise ImageReadError(f'cannot read image {name}: not a readable image file '
                              f'(corrupt, truncated, or an unsupported format)')
+    return img
+
+
+def decode_image(buf: bytes, name: str = '<bytes>') -> np.ndarray:
+    """Encoded image bytes (a file's content or an lmdb record) to float32 HxWx3 RGB in [0, 1].
+
+    ``name`` (the file path or lmdb key) is used in the ImageReadError raised for bad data.
+    """
+    img = decode_raw(buf, name)
     if img.ndim == 3 and img.shape[2] >= 3:
         img = img[:, :, 2::-1] if img.shape[2] == 3 else img[:, :, [2, 1, 0]]
     return to_float(img, name)

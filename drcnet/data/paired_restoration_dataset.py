@@ -72,25 +72,31 @@ def match_pairs(gt_names: list, lq_names: list, filename_tmpl: str = '{}', gt_wh
                                                                                    key=lambda kv: kv[1])]
 
 
+_LMDB_ENVS: dict = {}  # (process id, real path) -> open environment: lmdb allows one per file per process
+
+
+def _open_lmdb(path: str):
+    key = (os.getpid(), os.path.realpath(path))
+    env = _LMDB_ENVS.get(key)
+    if env is None:
+        import lmdb
+        env = lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False)
+        _LMDB_ENVS[key] = env
+    return env
+
+
 class _LmdbReader:
     """Reads records of one lmdb file; the environment opens lazily so each worker process gets its own."""
 
     def __init__(self, path: str):
         self.path = path
-        self._env = None
 
     def get(self, key: str) -> bytes:
-        if self._env is None:
-            import lmdb
-            self._env = lmdb.open(self.path, readonly=True, lock=False, readahead=False, meminit=False)
-        with self._env.begin(write=False) as txn:
+        with _open_lmdb(self.path).begin(write=False) as txn:
             buf = txn.get(key.encode('ascii'))
         if buf is None:
             raise KeyError(f'lmdb {self.path} has no record {key!r} (listed in its meta_info.txt)')
         return buf
-
-    def __getstate__(self):  # an open environment cannot be pickled into worker processes
-        return {'path': self.path, '_env': None}
 
 
 @DATASET_REGISTRY.register()
