@@ -61,10 +61,10 @@ def build_contrastive(cfg: dict | None):
         return None
     cfg = dict(cfg)
     skip = cfg.pop('skip_if_no_weights', False)
-    if skip:
+    if skip and cfg.get('vgg_weights') != 'random':
         from drcnet.losses.vgg_features import find_vgg19_weights
         try:
-            find_vgg19_weights(cfg.get('vgg_weights'), allow_download=False)
+            find_vgg19_weights(cfg.get('vgg_weights'), download=False)
         except (FileNotFoundError, ValueError) as err:
             logger.warning(f'train.contrastive_opt: Intra-CR is off for this run ({err})')
             return None
@@ -322,6 +322,11 @@ def main(argv=None) -> int:
     except TrainingDiverged as err:
         logger.error(str(err))
         return 1
+    except (OptionError, CheckpointError, ValueError) as err:
+        if args.debug:
+            raise
+        logger.error(f'{type(err).__name__}: {err}  (run with --debug for the traceback)')
+        return 2
     finally:
         shutdown(ctx)
     return 0
