@@ -1,0 +1,43 @@
+"""Every options file the project ships validates against the code (keys, types, registered names)."""
+from pathlib import Path
+
+import pytest
+
+from drcnet.engine.options import load_yaml
+from drcnet.engine.schema import validate
+
+OPTIONS = Path(__file__).resolve().parents[1] / 'options'
+TRAIN_FILES = sorted(OPTIONS.glob('*.yml')) + sorted((OPTIONS / 'ablation').glob('*.yml'))
+TEST_FILES = sorted((OPTIONS / 'test').glob('*.yml'))
+
+
+@pytest.mark.parametrize('path', TRAIN_FILES, ids=lambda p: p.name)
+def test_training_options_validate(path):
+    opts = validate(load_yaml(path), is_train=True)
+    assert opts['network_g']['type'] == 'DRCNet'
+
+
+@pytest.mark.parametrize('path', TEST_FILES, ids=lambda p: p.name)
+def test_evaluation_options_validate(path):
+    opts = validate(load_yaml(path), is_train=False)
+    assert opts['path']['pretrain_network_g'].startswith('experiments/pretrained_models/')
+
+
+def test_every_task_ships_training_and_evaluation_options():
+    names = {p.stem for p in TRAIN_FILES}
+    assert {'derain', 'denoise', 'deblur', 'demo'} <= names
+    assert {p.stem for p in TEST_FILES} == {'derain', 'denoise', 'deblur'}
+    assert {p.stem for p in (OPTIONS / 'ablation').glob('*.yml')} == {'base', 'sf', 'ea', 'sf_identity', 'sf_ea', 'dfr'}
+
+
+def test_paper_recipe_in_the_task_options():
+    for task in ('derain', 'denoise', 'deblur'):
+        opts = validate(load_yaml(OPTIONS / f'{task}.yml'))
+        train = opts['train']
+        assert train['optim_g']['lr'] == 2e-4 and train['optim_g']['betas'] == [0.9, 0.999]
+        assert train['scheduler'] == {'type': 'CosineAnnealingLR', 'T_max': 400000, 'eta_min': 1e-7}
+        assert train['total_iter'] == 400000
+        assert opts['datasets']['train']['gt_size'] == 256 and opts['datasets']['train']['batch_size_per_gpu'] == 4
+        assert train['contrastive_opt']['alpha'] == 0.04
+        assert train['contrastive_opt']['mixup'] == [1.0, 0.95, 0.90]
+    assert validate(load_yaml(OPTIONS / 'derain.yml'))['datasets']['val']['test_y_channel'] is True
