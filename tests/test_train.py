@@ -175,3 +175,46 @@ def test_torchrun_two_processes_on_gloo_end_with_identical_weights(tmp_path):
     net = DRCNet(wf=8, depth=2)
     net.load_state_dict(load_file(root / 'models' / 'net_g_latest.pth')['params'])
     assert weights_digest(net) == digests['0']
+
+
+def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
+    ctx = RunContext(device=torch.device('cpu'))
+    results = {}
+    for name, batch, accum in (('big', 4, 1), ('accum', 2, 2)):
+        opts = tiny_options(tmp_path, name=name, total_iter=2, accum_iter=accum)
+        opts['datasets']['train'].update(batch_size_per_gpu=batch, images_per_epoch=8)
+        opts['datasets'].pop('val')
+        results[name] = train(validate(opts), ctx)['model'].net_g.state_dict()
+    for k, v in results['big'].items():
+        torch.testing.assert_close(results['accum'][k], v, atol=1e-6, rtol=1e-5, msg=k)
+
+
+def test_progressive_training_changes_patch_and_batch_size(tmp_path, monkeypatch):
+    from drcnet.models.image_restoration_model import ImageRestorationModel
+    seen = []
+    original = ImageRestorationModel.train_step
+
+    def recording(self, batches, current_iter):
+        seen.append((current_iter, tuple(batches[0]['gt'].shape)))
+        return original(self, batches, current_iter)
+
+    monkeypatch.setattr(ImageRestorationModel, 'train_step', recording)
+    opts = tiny_options(tmp_path, name='prog', total_iter=4,
+                        progressive={'iters': [2, 4], 'gt_size': [32, 48], 'batch_size': [2, 1]})
+    opts['datasets'].pop('val')
+    train(validate(opts), RunContext(device=torch.device('cpu')))
+    assert seen == [(0, (2, 3, 32, 32)), (1, (2, 3, 32, 32)), (2, (1, 3, 48, 48)), (3, (1, 3, 48, 48))]
+
+
+def test_bf16_autocast_on_cpu_trains(tmp_path):
+    opts = tiny_options(tmp_path, name='bf16', total_iter=2, mixed_precision='bf16')
+    opts['datasets'].pop('val')
+    out = train(validate(opts), RunContext(device=torch.device('cpu')))
+    assert out['iter'] == 2
+    assert all(torch.isfinite(p).all() for p in out['model'].net_g.parameters())
+
+
+def test_fp16_is_refused_on_the_cpu(tmp_path):
+    opts = tiny_options(tmp_path, name='fp16', total_iter=1, mixed_precision='fp16')
+    with pytest.raises(ValueError, match='fp16'):
+        train(validate(opts), RunContext(device=torch.device('cpu')))
