@@ -1,0 +1,99 @@
+"""Every component drcnet registers builds from options at tiny sizes and works on odd-sized input."""
+import importlib
+import inspect
+
+import pytest
+import torch
+
+import drcnet
+from drcnet.data.image_io import write_image
+from drcnet.data.samples import load_sample
+from drcnet.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY, build
+
+
+def ours(registry):
+    return sorted(name for name, obj in registry if obj.__module__.startswith('drcnet.'))
+
+
+def test_the_registries_hold_our_components():
+    assert ours(ARCH_REGISTRY) == ['DRCNet']
+    assert ours(LOSS_REGISTRY) == ['ExtraCRLoss', 'IntraCRLoss', 'PSNRLoss']
+    assert ours(DATASET_REGISTRY) == ['PairedRestorationDataset', 'SyntheticDegradationDataset']
+    assert ours(MODEL_REGISTRY) == ['ImageRestorationModel']
+    assert drcnet.DRCNet is ARCH_REGISTRY.get('DRCNet')
+
+
+TINY_ARCH = {'DRCNet': {'wf': 8, 'depth': 3}}
+
+
+@pytest.mark.parametrize('name', ours(ARCH_REGISTRY))
+def test_arch_forward_backward_on_an_odd_input(name):
+    torch.manual_seed(0)
+    net = build(ARCH_REGISTRY, {'type': name, **TINY_ARCH[name]})
+    x = torch.rand(2, 3, 27, 41)
+    outs = net(x)
+    outs = outs if isinstance(outs, (list, tuple)) else [outs]
+    for out in outs:
+        assert out.shape == x.shape and torch.isfinite(out).all()
+    sum(o.square().mean() for o in outs).backward()
+    for pname, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
+TINY_LOSS = {'IntraCRLoss': {'vgg_weights': 'random'}, 'ExtraCRLoss': {'vgg_weights': 'random'}, 'PSNRLoss': {}}
+
+
+@pytest.mark.parametrize('name', ours(LOSS_REGISTRY))
+def test_loss_gives_a_finite_gradient_to_the_prediction(name):
+    torch.manual_seed(0)
+    loss_fn = build(LOSS_REGISTRY, {'type': name, **TINY_LOSS[name]})
+    gt, lq = torch.rand(2, 3, 27, 41), torch.rand(2, 3, 27, 41)
+    pred = (gt + 0.1 * torch.randn_like(gt)).requires_grad_()
+    params = inspect.signature(loss_fn.forward).parameters
+    value = loss_fn(pred, gt, lq) if len(params) >= 3 else loss_fn(pred, gt)
+    assert value.ndim == 0 and torch.isfinite(value)
+    value.backward()
+    assert pred.grad is not None and torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+
+
+def _paired_folder(tmp_path):
+    for name in ('chelsea', 'coffee'):
+        img = load_sample(name)[:45, :61]
+        write_image(tmp_path / 'gt' / f'{name}.png', img)
+        write_image(tmp_path / 'lq' / f'{name}.png', img * 0.5)
+    return {'dataroot_gt': str(tmp_path / 'gt'), 'dataroot_lq': str(tmp_path / 'lq')}
+
+
+@pytest.mark.parametrize('name', ours(DATASET_REGISTRY))
+@pytest.mark.parametrize('phase', ['train', 'val'])
+def test_dataset_items(name, phase, tmp_path):
+    cfg = _paired_folder(tmp_path) if name == 'PairedRestorationDataset' else {'source': 'samples',
+                                                                               'samples': ['chelsea']}
+    if phase == 'train':
+        cfg['gt_size'] = 24
+    ds = build(DATASET_REGISTRY, {'type': name, **cfg}, phase=phase)
+    item = ds[0]
+    assert item['lq'].shape == item['gt'].shape and item['lq'].shape[0] == 3
+    if phase == 'train':
+        assert item['gt'].shape[1:] == (24, 24)
+    for key in ('lq', 'gt'):
+        assert item[key].dtype == torch.float32 and 0 <= item[key].min() and item[key].max() <= 1
+    assert isinstance(item['lq_path'], str) and isinstance(item['gt_path'], str)
+
+
+@pytest.mark.parametrize('name', ours(MODEL_REGISTRY))
+def test_model_trains_one_step_and_restores(name):
+    torch.manual_seed(0)
+    cls = MODEL_REGISTRY.get(name)
+    net = build(ARCH_REGISTRY, {'type': 'DRCNet', 'wf': 8, 'depth': 2})
+    model = cls(net_g=net, device=torch.device('cpu'), pixel_loss=build(LOSS_REGISTRY, {'type': 'L1Loss'}),
+                contrastive_loss=build(LOSS_REGISTRY, {'type': 'IntraCRLoss', 'vgg_weights': 'random'}),
+                optim_g={'type': 'Adam', 'lr': 1e-3}, ema_decay=0.5)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    batch = {'lq': torch.rand(2, 3, 27, 41), 'gt': torch.rand(2, 3, 27, 41)}
+    losses = model.train_step([batch], 0)
+    assert set(losses) == {'l_pix', 'l_cr'} and all(v > 0 for v in losses.values())
+    assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert not any(k.startswith('vgg') or 'features' in k for k in net.state_dict())
+    model.feed_data({'lq': batch['lq']})
+    assert model.test().shape == batch['lq'].shape
