@@ -87,15 +87,15 @@ def random_gaussian_noise(img: np.ndarray, rng: np.random.Generator, sigma: Rang
 def srgb_to_linear(x: np.ndarray) -> np.ndarray:
     """The sRGB transfer function inverted (IEC 61966-2-1), float32 in and out."""
     x = np.clip(x, 0.0, 1.0).astype(np.float32, copy=False)
-    return np.where(x <= 0.04045, x / np.float32(12.92),
-                    ((x + np.float32(0.055)) / np.float32(1.055)) ** np.float32(2.4)).astype(np.float32)
+    curve = cv2.pow((x + np.float32(0.055)) * np.float32(1 / 1.055), 2.4)  # OpenCV's pow is several times faster
+    return np.where(x <= 0.04045, x * np.float32(1 / 12.92), curve)
 
 
 def linear_to_srgb(x: np.ndarray) -> np.ndarray:
     """Linear light to sRGB (IEC 61966-2-1), float32 in and out."""
     x = np.clip(x, 0.0, 1.0).astype(np.float32, copy=False)
-    return np.where(x <= 0.0031308, x * np.float32(12.92),
-                    np.float32(1.055) * x ** np.float32(1 / 2.4) - np.float32(0.055)).astype(np.float32)
+    curve = cv2.pow(x, 1 / 2.4) * np.float32(1.055) - np.float32(0.055)
+    return np.where(x <= 0.0031308, x * np.float32(12.92), curve)
 
 
 # Above this many expected photons the Poisson law is replaced by its Gaussian limit, which numpy
@@ -109,14 +109,13 @@ def poisson_gaussian_noise(img: np.ndarray, a: float, b: float, rng: np.random.G
     if a <= 0 or b < 0:
         raise ValueError(f'poisson_gaussian: need a > 0 and b >= 0, got a={a}, b={b}')
     lin = srgb_to_linear(img)
-    lam = lin / np.float32(a)
-    counts = lam + np.sqrt(lam) * rng.standard_normal(lam.shape, dtype=np.float32)
-    low = lam < _POISSON_EXACT_BELOW
-    if low.any():
-        counts[low] = rng.poisson(lam[low]).astype(np.float32)
-    noisy = counts * np.float32(a)
-    if b > 0:
-        noisy += rng.standard_normal(lam.shape, dtype=np.float32) * np.float32(math.sqrt(b))
+    z = rng.standard_normal(lin.shape, dtype=np.float32)
+    # bright pixels: the Gaussian limit of Poisson(x/a)*a plus the read noise, variance a*x + b
+    noisy = lin + np.sqrt(lin * np.float32(a) + np.float32(b)) * z
+    low = lin < np.float32(_POISSON_EXACT_BELOW * a)
+    if low.any():  # dark pixels: exact photon counts, plus read noise
+        noisy[low] = rng.poisson(lin[low] / np.float32(a)).astype(np.float32) * np.float32(a) \
+            + np.float32(math.sqrt(b)) * z[low]
     return linear_to_srgb(noisy)
 
 
