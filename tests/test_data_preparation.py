@@ -59,7 +59,8 @@ def _fake_mprnet_rain(raw: Path) -> None:
     for i in range(2):  # Rain100L with its original rain-N / norain-N names
         clean = _clean(i + 1)
         write_image(raw / 'test/Rain100L/target' / f'norain-{i + 1:03d}.png', clean)
-        write_image(raw / 'test/Rain100L/input' / f'rain-{i + 1:03d}.png', D.rain(clean, np.random.default_rng(i), 'light'))
+        rainy = D.rain(clean, np.random.default_rng(i), 'light')
+        write_image(raw / 'test/Rain100L/input' / f'rain-{i + 1:03d}.png', rainy)
 
 
 def test_rain13k_layout_to_ours_and_rerun_skips(tmp_path, capsys):
@@ -177,7 +178,8 @@ def test_sidd_wrong_layout_names_the_expected_path(tmp_path, capsys):
     assert sidd.main(['--input', str(raw), '--splits', 'val']) == 2
     assert str(raw / 'ValidationNoisyBlocksSrgb.mat') in capsys.readouterr().err
     scipy.io.savemat(raw / 'ValidationNoisyBlocksSrgb.mat', {'wrong_name': np.zeros((1, 1, 4, 4, 3), np.uint8)})
-    scipy.io.savemat(raw / 'ValidationGtBlocksSrgb.mat', {'ValidationGtBlocksSrgb': np.zeros((1, 1, 4, 4, 3), np.uint8)})
+    blocks = np.zeros((1, 1, 4, 4, 3), np.uint8)
+    scipy.io.savemat(raw / 'ValidationGtBlocksSrgb.mat', {'ValidationGtBlocksSrgb': blocks})
     assert sidd.main(['--input', str(raw), '--splits', 'val']) == 2
     err = capsys.readouterr().err
     assert "no variable 'ValidationNoisyBlocksSrgb'" in err and 'wrong_name' in err
@@ -226,7 +228,8 @@ def _fake_gopro(raw: Path) -> None:
                 kernel = D.linear_motion_kernel(9, 30.0 * s)
                 write_image(raw / split / seq / 'sharp' / f'{frame}.png', clean)
                 write_image(raw / split / seq / 'blur' / f'{frame}.png', D.blur(clean, kernel))
-                write_image(raw / split / seq / 'blur_gamma' / f'{frame}.png', D.blur(clean ** 2.2, kernel) ** (1 / 2.2))
+                gamma_blur = D.blur(clean ** 2.2, kernel) ** (1 / 2.2)
+                write_image(raw / split / seq / 'blur_gamma' / f'{frame}.png', gamma_blur)
 
 
 def test_gopro_train_crops_test_copies_and_blur_choice(tmp_path, capsys):
@@ -303,7 +306,8 @@ def test_realblur_lists_to_ours(tmp_path, capsys):
         (raw / 'RealBlur-J_ECC_IMCORR_centroid_itensity_ref/scene231/gt/gt_2.png').read_bytes()
     assert realblur.main(['--input', str(raw), '--output', str(out)]) == 2  # R asked for, not there
     assert str(raw / 'RealBlur_R_test_list.txt') in capsys.readouterr().err
-    (raw / 'RealBlur_J_test_list.txt').write_text(lines[0] + '\nmissing/scene9/gt/gt_1.png missing/scene9/blur/blur_1.png\n')
+    missing = 'missing/scene9/gt/gt_1.png missing/scene9/blur/blur_1.png'
+    (raw / 'RealBlur_J_test_list.txt').write_text(f'{lines[0]}\n{missing}\n')
     assert realblur.main(['--input', str(raw), '--output', str(out), '--variants', 'J']) == 2
     assert str(raw / 'missing/scene9/blur/blur_1.png') in capsys.readouterr().err
 

@@ -115,6 +115,7 @@ def test_list_images_filters_sorts_and_recurses(tmp_path):
     for name in ['b.PNG', 'a.jpg', 'c.TIFF', 'd.bmp']:
         write_image(tmp_path / name, img)
     (tmp_path / 'readme.txt').write_text('not an image')
+    (tmp_path / '._a.jpg').write_bytes(b'resource fork')  # hidden: skipped
     write_image(tmp_path / 'nested' / 'e.jpeg', img)
     assert [p.name for p in list_images(tmp_path)] == ['a.jpg', 'b.PNG', 'c.TIFF', 'd.bmp']
     assert [p.name for p in list_images(tmp_path, recursive=True)] == ['a.jpg', 'b.PNG', 'c.TIFF', 'd.bmp',

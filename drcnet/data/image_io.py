@@ -39,7 +39,7 @@ def is_image_file(path: PathLike) -> bool:
 
 
 def list_images(folder: PathLike, recursive: bool = False) -> list:
-    """Sorted image paths in ``folder`` (sub-folders too when ``recursive``).
+    """Sorted paths of the (non-hidden) images in ``folder`` (sub-folders too when ``recursive``).
 
     A missing folder, or a path that is not a folder, is a FileNotFoundError naming it; an empty
     folder gives an empty list (the caller decides whether that is an error).
@@ -50,7 +50,8 @@ def list_images(folder: PathLike, recursive: bool = False) -> list:
     if not folder.is_dir():
         raise FileNotFoundError(f'expected a folder of images, got a file: {folder}')
     pattern = folder.rglob('*') if recursive else folder.iterdir()
-    return sorted(p for p in pattern if p.is_file() and is_image_file(p.name))
+    # hidden files are skipped: partial writes (.name.tmp) and macOS resource forks (._name.png)
+    return sorted(p for p in pattern if p.is_file() and is_image_file(p.name) and not p.name.startswith('.'))
 
 
 def _looks_truncated(buf: bytes) -> str | None:

@@ -83,7 +83,8 @@ def build_dataloader(dataset: Dataset, phase: str, batch_size_per_gpu: int = 1, 
     """
     if prefetch_mode not in PREFETCH_MODES:
         raise ValueError(f'prefetch_mode: {prefetch_mode!r} is not one of None, cpu, cuda')
-    for key, value, low in (('batch_size_per_gpu', batch_size_per_gpu, 1), ('num_worker_per_gpu', num_worker_per_gpu, 0),
+    for key, value, low in (('batch_size_per_gpu', batch_size_per_gpu, 1),
+                            ('num_worker_per_gpu', num_worker_per_gpu, 0),
                             ('dataset_enlarge_ratio', dataset_enlarge_ratio, 1), ('world_size', world_size, 1)):
         if int(value) != value or value < low:
             raise ValueError(f'{key}: expected an integer >= {low}, got {value!r}')

@@ -16,9 +16,10 @@ import numpy as np
 
 from drcnet.data.image_io import ImageReadError, read_image, write_image
 
-__all__ = ['BlockTask', 'DndTask', 'LayoutError', 'PairTask', 'Result', 'copy_file', 'crop_positions', 'default_workers',
-           'encode_for_lmdb', 'expect_dir', 'expect_file', 'image_size', 'load_mat_array', 'match_by_stem', 'prepare_dnd_image', 'prepare_pair',
-           'read_dnd_boxes', 'run_tasks', 'summarize', 'write_blocks']
+__all__ = ['BlockTask', 'DndTask', 'LayoutError', 'PairTask', 'Result', 'copy_file', 'crop_names', 'crop_positions',
+           'default_workers', 'encode_for_lmdb', 'expect_dir', 'expect_file', 'image_size', 'load_mat_array',
+           'match_by_stem', 'prepare_dnd_image', 'prepare_pair', 'read_dnd_boxes', 'run_tasks', 'summarize',
+           'write_blocks']
 
 
 class LayoutError(FileNotFoundError):
@@ -134,14 +135,18 @@ class Result:
     error: str | None = None
 
 
+def crop_names(task: PairTask, count: int) -> list:
+    """(input, target) output paths of a pair's ``count`` crops: name_s001.png, name_s002.png, ..."""
+    return [(Path(task.lq_dir) / f'{task.name}_s{k:03d}.png', Path(task.gt_dir) / f'{task.name}_s{k:03d}.png')
+            for k in range(1, count + 1)]
+
+
 def _pair_outputs(task: PairTask) -> list:
     if task.crop is None:
         return [(Path(task.lq_dir) / f'{task.name}{Path(task.lq_src).suffix.lower()}',
                  Path(task.gt_dir) / f'{task.name}{Path(task.gt_src).suffix.lower()}')]
     h, w = image_size(task.gt_src)
-    count = len(crop_positions(h, task.crop, task.step)) * len(crop_positions(w, task.crop, task.step))
-    return [(Path(task.lq_dir) / f'{task.name}_s{k:03d}.png', Path(task.gt_dir) / f'{task.name}_s{k:03d}.png')
-            for k in range(1, count + 1)]
+    return crop_names(task, len(crop_positions(h, task.crop, task.step)) * len(crop_positions(w, task.crop, task.step)))
 
 
 def prepare_pair(task: PairTask) -> Result:
@@ -161,10 +166,10 @@ def prepare_pair(task: PairTask) -> Result:
             result.written += copy_file(task.lq_src, lq_dst) + copy_file(task.gt_src, gt_dst)
             return result
         h, w = gt.shape[:2]
-        boxes = [(t, l) for t in crop_positions(h, task.crop, task.step) for l in crop_positions(w, task.crop, task.step)]
+        rows, cols = crop_positions(h, task.crop, task.step), crop_positions(w, task.crop, task.step)
+        boxes = [(t, l) for t in rows for l in cols]
         if len(boxes) != len(outputs):  # header and pixels disagree (e.g. EXIF rotation)
-            outputs = [(Path(task.lq_dir) / f'{task.name}_s{k:03d}.png', Path(task.gt_dir) / f'{task.name}_s{k:03d}.png')
-                       for k in range(1, len(boxes) + 1)]
+            outputs = crop_names(task, len(boxes))
         c = task.crop
         for (t, l), (lq_dst, gt_dst) in zip(boxes, outputs):
             for img, dst in ((lq, lq_dst), (gt, gt_dst)):
@@ -174,7 +179,9 @@ def prepare_pair(task: PairTask) -> Result:
                     write_image(dst, np.ascontiguousarray(img[t:t + c, l:l + c]))
                     result.written += 1
     except (OSError, ValueError) as err:
-        result.error = str(err)
+        message = str(err)
+        named = str(task.gt_src) in message or str(task.lq_src) in message
+        result.error = message if named else f'{task.lq_src} / {task.gt_src}: {message}'
     return result
 
 
