@@ -178,3 +178,60 @@ def test_sf_levels_limit_the_spatial_filter_to_those_levels():
     net = DRCNet(wf=8, depth=4, sf_levels=[2, 3])
     has_norm = [hasattr(b, 'norm') for b in net.down_path_1]
     assert has_norm == [False, False, True, True]
+
+
+# --- the optimised paths against the reference ---------------------------------------------------
+from drcnet.archs.dfr_block import set_reference_path  # noqa: E402
+
+
+def mixed_net(region_stats='sample'):
+    torch.manual_seed(0)
+    net = DRCNet(wf=8, depth=3, region_stats=region_stats, ea_lambda=1e-4)
+    force_mixed_masks(net)
+    return net
+
+
+@pytest.mark.parametrize('region_stats', ['sample', 'batch'])
+def test_inference_path_equals_the_reference_and_the_training_path(region_stats, photo):
+    net = mixed_net(region_stats)
+    x = torch.cat([photo('chelsea', (45, 61)), photo('rocket', (45, 61))])
+    x_before = x.clone()
+    assert any(0.0 < f < 1.0 for f in mask_fractions(net.eval(), x))
+    with torch.inference_mode():
+        fast = net(x)
+    with torch.no_grad():
+        set_reference_path(net, True)
+        ref = net(x)
+        set_reference_path(net, False)
+    training_path = net(x)  # gradients on: the autograd closed forms
+    assert torch.equal(x, x_before)  # nothing overwrote the input
+    for a, b, c in zip(fast, ref, training_path):
+        assert a.is_contiguous() and a.shape == x.shape
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(c.detach(), b, atol=1e-5, rtol=1e-5)
+
+
+def test_training_gradients_equal_the_reference_gradients(photo):
+    net = mixed_net()
+    x = photo('coffee', (40, 48))
+
+    def grads():
+        outs = net(x)
+        loss = sum((o - x).abs().mean() for o in outs)
+        return torch.autograd.grad(loss, list(net.parameters()))
+
+    fast = grads()
+    set_reference_path(net, True)
+    ref = grads()
+    for (name, _), a, b in zip(net.named_parameters(), fast, ref):
+        assert (a - b).abs().max() <= 1e-4 * b.abs().max() + 1e-7, name
+
+
+def test_layouts_give_the_same_restoration(photo):
+    net = mixed_net().eval()
+    x = photo('astronaut', (48, 40))
+    with torch.inference_mode():
+        nhwc = net(x.contiguous(memory_format=torch.channels_last))[-1]
+        net.cpu_channels_last = False
+        nchw = net(x)[-1]
+    torch.testing.assert_close(nhwc, nchw, atol=1e-5, rtol=1e-5)

@@ -2,6 +2,12 @@
 
 Attribute names (``identity``, ``conv_1``, ``conv_2``, ``norm.sa``, ``norm.rn.bn_norm``, ``csff_enc``,
 ``csff_dec``, ``downsample``) keep the authors' release spelling so its checkpoints load strictly.
+
+Every module here has three numerically equal paths (tests compare them to 1e-5):
+- the reference, the definition written step by step (``set_reference_path(net, True)``);
+- the autograd path, the same result in closed form with few passes over the feature maps;
+- the inference path (gradients off), the closed form computed in place on the block's own
+  convolution outputs, so no full-size temporary is allocated beyond one scratch map per block.
 """
 from __future__ import annotations
 
@@ -14,12 +20,49 @@ REGION_STATS = ('sample', 'batch')
 IN_EPS = 1e-5  # nn.InstanceNorm2d's default epsilon
 
 
-def energy_attention(x: torch.Tensor, delta: float = 1e-6) -> torch.Tensor:
-    """Parameter-free energy-based attention (SimAM form) over each image and channel of (B, C, H, W)."""
+def set_reference_path(module: nn.Module, enabled: bool = True) -> nn.Module:
+    """Run ``module`` (and its children) through the unoptimised reference computations, or back."""
+    for child in module.modules():
+        if hasattr(child, 'use_reference'):
+            child.use_reference = enabled
+    return module
+
+
+def _overwrite_ok() -> bool:
+    """True when no autograd graph is recorded, so a block may overwrite the maps it computed itself."""
+    return not torch.is_grad_enabled()
+
+
+def energy_attention_reference(x: torch.Tensor, delta: float = 1e-6) -> torch.Tensor:
+    """Energy-based attention exactly as written in the paper, for comparison."""
     n = max(x.shape[-2] * x.shape[-1] - 1, 1)
     d = (x - x.mean(dim=(-2, -1), keepdim=True)).square()
     v = d.sum(dim=(-2, -1), keepdim=True) / n
     return x * torch.sigmoid(d / (4 * (v + delta)) + 0.5)
+
+
+def _energy_scale(centred: torch.Tensor, delta: float) -> torch.Tensor:
+    """sqrt(1 / (4 (v + delta))) per image and channel, v the variance with H*W - 1 (at least 1)."""
+    n = max(centred.shape[-2] * centred.shape[-1] - 1, 1)
+    v = torch.linalg.vector_norm(centred, dim=(-2, -1), keepdim=True).square() / n
+    return torch.rsqrt(4 * (v + delta))
+
+
+def energy_attention(x: torch.Tensor, delta: float = 1e-6) -> torch.Tensor:
+    """Parameter-free energy-based attention (SimAM form) over each image and channel of (B, C, H, W)."""
+    centred = x - x.mean(dim=(-2, -1), keepdim=True)
+    n = max(x.shape[-2] * x.shape[-1] - 1, 1)
+    v = centred.square().sum(dim=(-2, -1), keepdim=True) / n
+    scaled = centred * torch.rsqrt(4 * (v + delta))
+    return x * torch.sigmoid(torch.addcmul(torch.full_like(v, 0.5), scaled, scaled))
+
+
+def _energy_attention_(x: torch.Tensor, delta: float, scratch: torch.Tensor) -> torch.Tensor:
+    """In-place energy attention of ``x`` (no autograd); ``scratch`` is a map of x's shape to use."""
+    centred = torch.sub(x, x.mean(dim=(-2, -1), keepdim=True), out=scratch)
+    centred.mul_(_energy_scale(centred, delta))
+    torch.addcmul(centred.new_tensor(0.5), centred, centred, out=centred).sigmoid_()
+    return x.mul_(centred)
 
 
 def _instance_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -29,8 +72,74 @@ def _instance_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) ->
     return (x - mean) * torch.rsqrt(var + IN_EPS) * weight[:, None, None] + bias[:, None, None]
 
 
+class _RegionStats:
+    """Constants of the closed-form region norm, per image and channel.
+
+    Region r's filled map is x inside r and mu_r outside. Its instance mean is the centre
+    c_r = mu_r + e_r, e_r = (S_r - A_r mu_r) / HW (S_r, A_r: this image's sum and area in r; e_r = 0
+    with per-image statistics), and its variance (sum_r (x - c_r)^2 + (HW - A_r) e_r^2) / HW, a sum of
+    positive terms. A pixel of region r then normalises to (x - c_r) g_r + k_r, with
+    g_r = w sqrt(area_r / P) / sqrt(var_r + eps) and k_r = b (sqrt(area_in / P) + sqrt(area_out / P))
+    - e_other g_other, the other region's filled map being the constant mu_other there.
+    """
+
+    def __init__(self, x: torch.Tensor, mask: torch.Tensor, pooled: bool):
+        self.pooled = pooled
+        self.hw = mask.shape[-2] * mask.shape[-1]
+        self.positions = self.hw * (mask.shape[0] if pooled else 1)
+        self.mask, self.mask_out = mask, 1 - mask
+        self.image_area_in = mask.sum(dim=(2, 3), keepdim=True)
+        self.image_area_out = self.hw - self.image_area_in
+        area_in = self.pool(self.image_area_in)
+        # an empty region counts as area 1 (its mean is then 0, as its sums are)
+        self.area_in = area_in.clamp(min=1)
+        self.area_out = (self.positions - area_in).clamp(min=1)
+        sum_in, sum_out = self.region_sums(x)
+        self.mu_in, self.mu_out = self.pool(sum_in) / self.area_in, self.pool(sum_out) / self.area_out
+        if pooled:
+            self.e_in = (sum_in - self.image_area_in * self.mu_in) / self.hw
+            self.e_out = (sum_out - self.image_area_out * self.mu_out) / self.hw
+            self.centre_in, self.centre_out = self.mu_in + self.e_in, self.mu_out + self.e_out
+        else:
+            self.centre_in, self.centre_out = self.mu_in, self.mu_out
+
+    def pool(self, per_image: torch.Tensor) -> torch.Tensor:
+        return per_image.sum(dim=0, keepdim=True) if self.pooled else per_image
+
+    def region_sums(self, x: torch.Tensor):
+        """Sums over H, W of x inside and outside the region, (B, C, 1, 1) each, as matrix-vector products.
+
+        Both are summed directly: one as the total minus the other loses all precision when a
+        region holds a few pixels only.
+        """
+        b, c, h, w = x.shape
+        flat = x.reshape(b, c, h * w)
+        return (torch.matmul(flat, self.mask.reshape(b, h * w, 1)).view(b, c, 1, 1),
+                torch.matmul(flat, self.mask_out.reshape(b, h * w, 1)).view(b, c, 1, 1))
+
+    def gains(self, centred: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+              scratch: torch.Tensor | None = None):
+        """g_in, g_out and the offsets k_in, k_out (equal with per-image statistics) from x - c_r."""
+        square = centred.square() if scratch is None else torch.mul(centred, centred, out=scratch)
+        sq_in, sq_out = self.region_sums(square)
+        if self.pooled:
+            sq_in = sq_in + self.image_area_out * self.e_in.square()
+            sq_out = sq_out + self.image_area_in * self.e_out.square()
+        scale_in = torch.sqrt(self.area_in / self.positions)
+        scale_out = torch.sqrt(self.area_out / self.positions)
+        weight, bias = weight.view(1, -1, 1, 1), bias.view(1, -1, 1, 1)
+        g_in = weight * scale_in * torch.rsqrt(sq_in / self.hw + IN_EPS)
+        g_out = weight * scale_out * torch.rsqrt(sq_out / self.hw + IN_EPS)
+        offset = bias * (scale_in + scale_out)
+        if self.pooled:
+            return g_in, g_out, offset - self.e_out * g_out, offset - self.e_in * g_in
+        return g_in, g_out, offset, offset
+
+
 class SpatialResponse(nn.Module):
     """Spatial response map M_sr and the affine maps gamma, beta derived from it."""
+
+    use_reference = False
 
     def __init__(self):
         super().__init__()
@@ -42,11 +151,19 @@ class SpatialResponse(nn.Module):
         """(B, C, H, W) -> M_sr, gamma, beta, each (B, 1, H, W); mean before max, as the release."""
         stats = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
         response = torch.sigmoid(self.conv1(stats))
-        return response, self.gamma_conv(response), self.beta_conv(response)
+        if self.use_reference:
+            return response, self.gamma_conv(response), self.beta_conv(response)
+        # gamma and beta read the same map: one two-channel convolution instead of two
+        weight = torch.cat([self.gamma_conv.weight, self.beta_conv.weight])
+        bias = torch.cat([self.gamma_conv.bias, self.beta_conv.bias])
+        affine = F.conv2d(response, weight, bias, padding=3)
+        return response, affine[:, :1], affine[:, 1:]
 
 
 class RegionNorm(nn.Module):
     """Region normalisation of two complementary regions with one shared instance norm."""
+
+    use_reference = False
 
     def __init__(self, channels: int, region_stats: str = 'sample'):
         super().__init__()
@@ -57,9 +174,9 @@ class RegionNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (B, C, H, W) and a binary mask (B, 1, H, W) -> (B, C, H, W)."""
-        if self.region_stats == 'sample':
-            return self._per_sample(x, mask)
-        return self.reference(x, mask)
+        if self.use_reference:
+            return self.reference(x, mask)
+        return self.modulated(x, mask)
 
     def reference(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The definition, step by step: fill each region's outside with its mean, normalise, rescale."""
@@ -74,34 +191,45 @@ class RegionNorm(nn.Module):
             out = out + _instance_norm(filled, self.bn_norm.weight, self.bn_norm.bias) * torch.sqrt(area / positions)
         return out
 
-    def _per_sample(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        # Closed form of `reference` for per-image statistics: a filled region has the region's mean
-        # as its mean and (sum of squared deviations inside) / (H*W) as its variance, and each pixel
-        # lies in one region, so neither filled map needs to be built.
-        positions = x.shape[2] * x.shape[3]
-        weight, bias = self.bn_norm.weight[:, None, None], self.bn_norm.bias[:, None, None]
-        inside = mask.expand_as(x) > 0.5
-        area_in = mask.sum(dim=(2, 3), keepdim=True)
-        area_out = positions - area_in
-        area_in_eff = torch.where(area_in == 0, torch.ones_like(area_in), area_in)
-        area_out_eff = torch.where(area_out == 0, torch.ones_like(area_out), area_out)
-        sum_all = x.sum(dim=(2, 3), keepdim=True)
-        sum_in = (x * mask).sum(dim=(2, 3), keepdim=True)
-        mean_in = sum_in / area_in_eff
-        mean_out = (sum_all - sum_in) / area_out_eff
-        centred = x - torch.where(inside, mean_in, mean_out)
-        sq = centred.square()
-        sq_in = (sq * mask).sum(dim=(2, 3), keepdim=True)
-        var_in = sq_in / positions
-        var_out = (sq.sum(dim=(2, 3), keepdim=True) - sq_in) / positions
-        scale_in = torch.sqrt(area_in_eff / positions)
-        scale_out = torch.sqrt(area_out_eff / positions)
-        gain = torch.where(inside, scale_in * torch.rsqrt(var_in + IN_EPS), scale_out * torch.rsqrt(var_out + IN_EPS))
-        return centred * gain * weight + bias * (scale_in + scale_out)
+    def modulated(self, x: torch.Tensor, mask: torch.Tensor, gamma: torch.Tensor | None = None,
+                  beta: torch.Tensor | None = None) -> torch.Tensor:
+        """Closed form of ``reference`` (then ``* (1 + gamma) + beta`` when given), autograd-friendly.
+
+        Each pixel lies in one region, so neither filled map is built: the output is
+        (x - mu_r) * g_r + k with per-channel constants of the region r the pixel belongs to.
+        """
+        stats = _RegionStats(x, mask, self.region_stats == 'batch')
+        inside = mask > 0.5
+        # where(), not c_out + mask * (c_in - c_out): a far-off other region must not cost precision
+        centred = x - torch.where(inside, stats.centre_in, stats.centre_out)
+        g_in, g_out, k_in, k_out = stats.gains(centred, self.bn_norm.weight, self.bn_norm.bias)
+        offset = torch.where(inside, k_in, k_out) if stats.pooled else k_in
+        out = torch.addcmul(offset, centred, torch.where(inside, g_in, g_out))
+        if gamma is None:
+            return out
+        return torch.addcmul(beta, out, 1 + gamma)
+
+    def modulated_(self, x: torch.Tensor, mask: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
+                   scratch: torch.Tensor) -> torch.Tensor:
+        """``modulated`` computed in place in ``x`` (no autograd), using ``scratch`` (x's shape)."""
+        stats = _RegionStats(x, mask, self.region_stats == 'batch')
+        mask_out = stats.mask_out
+        # With a binary mask one of the two terms is an exact zero, so each pixel gets x - c_r and
+        # later g_r correctly rounded (as where() would, but in place and several times faster).
+        centred = x.addcmul_(mask, -stats.centre_in).addcmul_(mask_out, -stats.centre_out)
+        g_in, g_out, k_in, k_out = stats.gains(centred, self.bn_norm.weight, self.bn_norm.bias, scratch)
+        centred.mul_(torch.mul(mask, g_in, out=scratch).addcmul_(mask_out, g_out))
+        if stats.pooled:
+            centred.addcmul_(mask, k_in).addcmul_(mask_out, k_out)
+        else:
+            centred.add_(k_in)
+        return torch.addcmul(beta, centred, 1 + gamma, out=centred)
 
 
 class AdaptiveFeatureNorm(nn.Module):
     """The spatial filter: region-normalise degraded and clean pixels apart, then modulate."""
+
+    use_reference = False
 
     def __init__(self, channels: int, threshold: float = 0.75, region_stats: str = 'sample'):
         super().__init__()
@@ -109,11 +237,22 @@ class AdaptiveFeatureNorm(nn.Module):
         self.sa = SpatialResponse()
         self.rn = RegionNorm(channels, region_stats)
 
+    def degraded_mask(self, x: torch.Tensor):
+        """Binary mask (M_sr >= t, no gradient), gamma and beta, each (B, 1, H, W)."""
+        response, gamma, beta = self.sa(x)
+        return (response >= self.threshold).to(x.dtype).detach(), gamma, beta
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W)."""
-        response, gamma, beta = self.sa(x)
-        mask = (response >= self.threshold).to(x.dtype).detach()
-        return self.rn(x, mask) * (1 + gamma) + beta
+        mask, gamma, beta = self.degraded_mask(x)
+        if self.use_reference:
+            return self.rn.reference(x, mask) * (1 + gamma) + beta
+        return self.rn.modulated(x, mask, gamma, beta)
+
+    def forward_(self, x: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+        """In-place ``forward`` (no autograd): overwrites ``x``, uses ``scratch`` of x's shape."""
+        mask, gamma, beta = self.degraded_mask(x)
+        return self.rn.modulated_(x, mask, gamma, beta, scratch)
 
 
 class DFRBlock(nn.Module):
@@ -123,6 +262,8 @@ class DFRBlock(nn.Module):
     (spatial filter + identity), 'sf' (spatial filter alone), 'ea' (attention + identity) and 'base'
     (a plain residual conv block).
     """
+
+    use_reference = False
 
     def __init__(self, in_ch: int, out_ch: int, downsample: bool, relu_slope: float = 0.2,
                  use_csff: bool = False, use_sf: bool = True, block: str = 'dfr',
@@ -163,23 +304,52 @@ class DFRBlock(nn.Module):
         return F.leaky_relu(out, self.relu_slope)
 
     def attention_branch(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(energy_attention(self.conv_2(x), self.ea_lambda), self.relu_slope)
+        attend = energy_attention_reference if self.use_reference else energy_attention
+        return F.leaky_relu(attend(self.conv_2(x), self.ea_lambda), self.relu_slope)
+
+    def _branches_(self, x: torch.Tensor) -> torch.Tensor:
+        """Spatial * attention (+ identity), in place on the block's own maps (no autograd)."""
+        spatial = attention = scratch = None
+        if self.has_spatial:
+            spatial = self.conv_1(x)
+            if self.use_norm:
+                half = spatial.shape[1] // 2
+                scratch = torch.empty_like(spatial)
+                self.norm.forward_(spatial[:, :half], scratch[:, :half])
+            F.leaky_relu_(spatial, self.relu_slope)
+        if self.has_attention:
+            attention = self.conv_2(x)
+            if scratch is None:
+                scratch = torch.empty_like(attention)
+            F.leaky_relu_(_energy_attention_(attention, self.ea_lambda, scratch), self.relu_slope)
+        if self.has_identity:
+            out = self.identity(x)
+            if spatial is not None and attention is not None:
+                return out.addcmul_(spatial, attention)
+            return out.add_(spatial if spatial is not None else attention)
+        return spatial.mul_(attention) if attention is not None else spatial
 
     def forward(self, x: torch.Tensor, enc: torch.Tensor | None = None, dec: torch.Tensor | None = None):
         """(B, C_in, H, W) -> (down-sampled (B, C_out, H/2, W/2) or None, skip (B, C_out, H, W)).
 
         ``enc``/``dec`` are the stage-1 encoder and decoder features fused by CSFF in stage 2.
         """
-        if self.has_spatial and self.has_attention:
-            out = self.spatial_branch(x) * self.attention_branch(x)
-        elif self.has_spatial:
-            out = self.spatial_branch(x)
+        fuse = self.use_csff and enc is not None and dec is not None
+        if _overwrite_ok() and not self.use_reference:
+            out = self._branches_(x)
+            if fuse:
+                out.add_(self.csff_enc(enc)).add_(self.csff_dec(dec))
         else:
-            out = self.attention_branch(x)
-        if self.has_identity:
-            out = out + self.identity(x)
-        if self.use_csff and enc is not None and dec is not None:
-            out = out + self.csff_enc(enc) + self.csff_dec(dec)
+            if self.has_spatial and self.has_attention:
+                out = self.spatial_branch(x) * self.attention_branch(x)
+            elif self.has_spatial:
+                out = self.spatial_branch(x)
+            else:
+                out = self.attention_branch(x)
+            if self.has_identity:
+                out = out + self.identity(x)
+            if fuse:
+                out = out + self.csff_enc(enc) + self.csff_dec(dec)
         if self.has_downsample:
             return self.downsample(out), out
         return None, out

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from drcnet.archs.dfr_block import BLOCKS, REGION_STATS, DFRBlock
+from drcnet.archs.dfr_block import BLOCKS, REGION_STATS, DFRBlock, _overwrite_ok
 from drcnet.registry import ARCH_REGISTRY
 
 
@@ -26,8 +26,11 @@ class ResidualConvBlock(nn.Module):
         self.conv_2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.leaky_relu(self.conv_1(x), self.relu_slope)
-        out = F.leaky_relu(self.conv_2(out), self.relu_slope)
+        # the activations may overwrite the conv outputs: neither convolution needs its output for backward
+        out = F.leaky_relu(self.conv_1(x), self.relu_slope, inplace=True)
+        out = F.leaky_relu(self.conv_2(out), self.relu_slope, inplace=True)
+        if _overwrite_ok():
+            return out.add_(self.identity(x))
         return out + self.identity(x)
 
 
@@ -56,7 +59,9 @@ class SAM(nn.Module):
         """feat (B, C, H, W), image (B, 3, H, W) -> gated feat (B, C, H, W), stage-1 image (B, 3, H, W)."""
         restored = self.conv2(feat) + image
         mask = torch.sigmoid(self.conv3(restored))
-        return self.conv1(feat) * mask + feat, restored
+        if _overwrite_ok():
+            return self.conv1(feat).mul_(mask).add_(feat), restored
+        return torch.addcmul(feat, self.conv1(feat), mask), restored
 
 
 def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -93,7 +98,13 @@ class DRCNet(nn.Module):
         sf_levels: encoder levels whose blocks use the spatial filter (default: all).
         block: 'dfr' or an ablation row of paper Table 4 ('base', 'sf', 'ea', 'sf_identity', 'sf_ea').
         in_chans: image channels.
+
+    On the CPU the feature maps are kept channels-last (``cpu_channels_last``, an attribute, not
+    an option: it changes speed, not results).
     """
+
+    cpu_channels_last = True
+    use_reference = False  # set_reference_path: also keeps the maps in the input's layout
 
     def __init__(self, wf: int = 64, depth: int = 4, relu_slope: float = 0.2, sf_threshold: float = 0.75,
                  ea_lambda: float = 1e-6, region_stats: str = 'sample', sf_levels: Sequence[int] | None = None,
@@ -157,6 +168,10 @@ class DRCNet(nn.Module):
         """(B, 3, H, W) -> [stage-1 image, stage-2 image], each (B, 3, H, W); any H, W."""
         h, w = x.shape[-2:]
         image = _pad_to_multiple(x, 2 ** (self.depth - 1))
+        if self.cpu_channels_last and not self.use_reference and image.device.type == 'cpu':
+            # oneDNN convolves NHWC maps directly; NCHW ones are reordered to a blocked layout and
+            # back around every convolution (and the DFR statistics read NHWC just as well).
+            image = image.contiguous(memory_format=torch.channels_last)
 
         feat, encs = self._encode(self.down_path_1, self.conv_01(image))
         feat, decs = self._decode(self.up_path_1, self.skip_conv_1, feat, encs)
@@ -166,4 +181,4 @@ class DRCNet(nn.Module):
         feat, encs2 = self._encode(self.down_path_2, feat, encs, decs)
         feat, _ = self._decode(self.up_path_2, self.skip_conv_2, feat, encs2)
         stage2 = self.last(feat) + image
-        return [stage1[..., :h, :w], stage2[..., :h, :w]]
+        return [stage1[..., :h, :w].contiguous(), stage2[..., :h, :w].contiguous()]
