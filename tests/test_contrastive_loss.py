@@ -13,7 +13,7 @@ from drcnet.registry import LOSS_REGISTRY, build
 PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket')
 
 
-def photo_batch(count: int = 2, size=(36, 44), seed: int = 0):
+def photo_batch(count: int = 2, size=(28, 32), seed: int = 0):
     """gt from photographs, lq = gt + strong noise, pred = gt + mild noise (all (B, 3, H, W))."""
     gt = torch.cat([photo_tensor(name)[..., 100:100 + 3 * size[0]:3, 100:100 + 3 * size[1]:3]
                     for name in PHOTOS[:count]])
