@@ -7,9 +7,11 @@ Every module here has three numerically equal paths (tests compare them to 1e-5)
 - the reference, the definition written step by step (``set_reference_path(net, True)``);
 - the autograd path, the same result in closed form with few passes over the feature maps;
 - the inference path (gradients off), the closed form computed in place on the block's own
-  convolution outputs, so no full-size temporary is allocated beyond one scratch map per block.
+  convolution outputs, with one scratch map per norm and per attention.
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import nn
@@ -33,19 +35,50 @@ def _overwrite_ok() -> bool:
     return not torch.is_grad_enabled()
 
 
+@functools.lru_cache(maxsize=None)
+def _onednn_fusion_available() -> bool:
+    """oneDNN's fused convolution kernels (the ones torch.compile emits on CPU) exist in this build."""
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, '_convolution_pointwise_')
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _fusable(*maps: torch.Tensor) -> bool:
+    return (_onednn_fusion_available() and not torch.is_grad_enabled()
+            and all(m.device.type == 'cpu' and m.dtype == torch.float32 and m.dim() == 4
+                    and m.is_contiguous(memory_format=torch.channels_last) for m in maps))
+
+
+def conv_add_(out: torch.Tensor, conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor | None = None,
+              bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``out += conv(x)`` in place (no autograd); on CPU the sum is fused into oneDNN's convolution,
+    so the convolution's output map is never allocated. A given ``weight`` (with ``bias``, possibly
+    None) replaces conv's parameters."""
+    if weight is None:
+        weight, bias = conv.weight, conv.bias
+    if _fusable(out, x):
+        return torch.ops.mkldnn._convolution_pointwise_.binary(
+            out, x, weight.contiguous(), bias, list(conv.padding), list(conv.stride), list(conv.dilation),
+            conv.groups, 'add', 1.0, None, [], None)
+    return out.add_(F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups))
+
+
+def conv_leaky_relu(conv: nn.Conv2d, x: torch.Tensor, slope: float) -> torch.Tensor:
+    """``leaky_relu(conv(x))``, fused by oneDNN on CPU when no autograd graph is recorded."""
+    if _fusable(x):
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
+            'leaky_relu', [slope], '')
+    return F.leaky_relu(conv(x), slope, inplace=True)
+
+
 def energy_attention_reference(x: torch.Tensor, delta: float = 1e-6) -> torch.Tensor:
     """Energy-based attention exactly as written in the paper, for comparison."""
     n = max(x.shape[-2] * x.shape[-1] - 1, 1)
     d = (x - x.mean(dim=(-2, -1), keepdim=True)).square()
     v = d.sum(dim=(-2, -1), keepdim=True) / n
     return x * torch.sigmoid(d / (4 * (v + delta)) + 0.5)
-
-
-def _energy_scale(centred: torch.Tensor, delta: float) -> torch.Tensor:
-    """sqrt(1 / (4 (v + delta))) per image and channel, v the variance with H*W - 1 (at least 1)."""
-    n = max(centred.shape[-2] * centred.shape[-1] - 1, 1)
-    v = torch.linalg.vector_norm(centred, dim=(-2, -1), keepdim=True).square() / n
-    return torch.rsqrt(4 * (v + delta))
 
 
 def energy_attention(x: torch.Tensor, delta: float = 1e-6) -> torch.Tensor:
@@ -57,12 +90,15 @@ def energy_attention(x: torch.Tensor, delta: float = 1e-6) -> torch.Tensor:
     return x * torch.sigmoid(torch.addcmul(torch.full_like(v, 0.5), scaled, scaled))
 
 
-def _energy_attention_(x: torch.Tensor, delta: float, scratch: torch.Tensor) -> torch.Tensor:
-    """In-place energy attention of ``x`` (no autograd); ``scratch`` is a map of x's shape to use."""
-    centred = torch.sub(x, x.mean(dim=(-2, -1), keepdim=True), out=scratch)
-    centred.mul_(_energy_scale(centred, delta))
-    torch.addcmul(centred.new_tensor(0.5), centred, centred, out=centred).sigmoid_()
-    return x.mul_(centred)
+def _energy_attention_(x: torch.Tensor, delta: float) -> torch.Tensor:
+    """In-place energy attention of ``x`` (no autograd), with one scratch map."""
+    n = max(x.shape[-2] * x.shape[-1] - 1, 1)
+    energy = torch.sub(x, x.mean(dim=(-2, -1), keepdim=True))
+    energy.mul_(energy)
+    # a plain sum of the squares: far faster than vector_norm over the H, W of a channels-last map
+    scale = 1 / (4 * (energy.sum(dim=(-2, -1), keepdim=True) / n + delta))
+    torch.addcmul(energy.new_tensor(0.5), energy, scale, out=energy).sigmoid_()
+    return x.mul_(energy)
 
 
 def _instance_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -117,10 +153,8 @@ class _RegionStats:
         return (torch.matmul(flat, self.mask.reshape(b, h * w, 1)).view(b, c, 1, 1),
                 torch.matmul(flat, self.mask_out.reshape(b, h * w, 1)).view(b, c, 1, 1))
 
-    def gains(self, centred: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-              scratch: torch.Tensor | None = None):
-        """g_in, g_out and the offsets k_in, k_out (equal with per-image statistics) from x - c_r."""
-        square = centred.square() if scratch is None else torch.mul(centred, centred, out=scratch)
+    def gains(self, square: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
+        """g_in, g_out and the offsets k_in, k_out (equal with per-image statistics) from (x - c_r)^2."""
         sq_in, sq_out = self.region_sums(square)
         if self.pooled:
             sq_in = sq_in + self.image_area_out * self.e_in.square()
@@ -202,22 +236,24 @@ class RegionNorm(nn.Module):
         inside = mask > 0.5
         # where(), not c_out + mask * (c_in - c_out): a far-off other region must not cost precision
         centred = x - torch.where(inside, stats.centre_in, stats.centre_out)
-        g_in, g_out, k_in, k_out = stats.gains(centred, self.bn_norm.weight, self.bn_norm.bias)
+        g_in, g_out, k_in, k_out = stats.gains(centred.square(), self.bn_norm.weight, self.bn_norm.bias)
         offset = torch.where(inside, k_in, k_out) if stats.pooled else k_in
         out = torch.addcmul(offset, centred, torch.where(inside, g_in, g_out))
         if gamma is None:
             return out
         return torch.addcmul(beta, out, 1 + gamma)
 
-    def modulated_(self, x: torch.Tensor, mask: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
-                   scratch: torch.Tensor) -> torch.Tensor:
-        """``modulated`` computed in place in ``x`` (no autograd), using ``scratch`` (x's shape)."""
+    def modulated_(self, x: torch.Tensor, mask: torch.Tensor, gamma: torch.Tensor,
+                   beta: torch.Tensor) -> torch.Tensor:
+        """``modulated`` computed in place in ``x`` (no autograd; x may be a channel slice)."""
         stats = _RegionStats(x, mask, self.region_stats == 'batch')
         mask_out = stats.mask_out
         # With a binary mask one of the two terms is an exact zero, so each pixel gets x - c_r and
         # later g_r correctly rounded (as where() would, but in place and several times faster).
         centred = x.addcmul_(mask, -stats.centre_in).addcmul_(mask_out, -stats.centre_out)
-        g_in, g_out, k_in, k_out = stats.gains(centred, self.bn_norm.weight, self.bn_norm.bias, scratch)
+        # the one scratch map: dense even when x is a channel slice, so its sums read contiguous memory
+        scratch = torch.mul(centred, centred)
+        g_in, g_out, k_in, k_out = stats.gains(scratch, self.bn_norm.weight, self.bn_norm.bias)
         centred.mul_(torch.mul(mask, g_in, out=scratch).addcmul_(mask_out, g_out))
         if stats.pooled:
             centred.addcmul_(mask, k_in).addcmul_(mask_out, k_out)
@@ -249,10 +285,10 @@ class AdaptiveFeatureNorm(nn.Module):
             return self.rn.reference(x, mask) * (1 + gamma) + beta
         return self.rn.modulated(x, mask, gamma, beta)
 
-    def forward_(self, x: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
-        """In-place ``forward`` (no autograd): overwrites ``x``, uses ``scratch`` of x's shape."""
+    def forward_(self, x: torch.Tensor) -> torch.Tensor:
+        """In-place ``forward`` (no autograd): overwrites ``x``."""
         mask, gamma, beta = self.degraded_mask(x)
-        return self.rn.modulated_(x, mask, gamma, beta, scratch)
+        return self.rn.modulated_(x, mask, gamma, beta)
 
 
 class DFRBlock(nn.Module):
@@ -309,25 +345,20 @@ class DFRBlock(nn.Module):
 
     def _branches_(self, x: torch.Tensor) -> torch.Tensor:
         """Spatial * attention (+ identity), in place on the block's own maps (no autograd)."""
-        spatial = attention = scratch = None
+        out = attention = None
         if self.has_spatial:
-            spatial = self.conv_1(x)
             if self.use_norm:
-                half = spatial.shape[1] // 2
-                scratch = torch.empty_like(spatial)
-                self.norm.forward_(spatial[:, :half], scratch[:, :half])
-            F.leaky_relu_(spatial, self.relu_slope)
+                out = self.conv_1(x)
+                self.norm.forward_(out[:, :out.shape[1] // 2])
+                F.leaky_relu_(out, self.relu_slope)
+            else:
+                out = conv_leaky_relu(self.conv_1, x, self.relu_slope)
         if self.has_attention:
-            attention = self.conv_2(x)
-            if scratch is None:
-                scratch = torch.empty_like(attention)
-            F.leaky_relu_(_energy_attention_(attention, self.ea_lambda, scratch), self.relu_slope)
+            attention = F.leaky_relu_(_energy_attention_(self.conv_2(x), self.ea_lambda), self.relu_slope)
+            out = attention if out is None else out.mul_(attention)
         if self.has_identity:
-            out = self.identity(x)
-            if spatial is not None and attention is not None:
-                return out.addcmul_(spatial, attention)
-            return out.add_(spatial if spatial is not None else attention)
-        return spatial.mul_(attention) if attention is not None else spatial
+            conv_add_(out, self.identity, x)
+        return out
 
     def forward(self, x: torch.Tensor, enc: torch.Tensor | None = None, dec: torch.Tensor | None = None):
         """(B, C_in, H, W) -> (down-sampled (B, C_out, H/2, W/2) or None, skip (B, C_out, H, W)).
@@ -338,7 +369,7 @@ class DFRBlock(nn.Module):
         if _overwrite_ok() and not self.use_reference:
             out = self._branches_(x)
             if fuse:
-                out.add_(self.csff_enc(enc)).add_(self.csff_dec(dec))
+                conv_add_(conv_add_(out, self.csff_enc, enc), self.csff_dec, dec)
         else:
             if self.has_spatial and self.has_attention:
                 out = self.spatial_branch(x) * self.attention_branch(x)

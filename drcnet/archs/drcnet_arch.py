@@ -11,8 +11,35 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from drcnet.archs.dfr_block import BLOCKS, REGION_STATS, DFRBlock, _overwrite_ok
+from drcnet.archs.dfr_block import BLOCKS, REGION_STATS, DFRBlock, _overwrite_ok, conv_add_, conv_leaky_relu
 from drcnet.registry import ARCH_REGISTRY
+
+
+def _conv_of_concat(conv: nn.Conv2d, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``conv(torch.cat(parts, dim=1))`` without building the concatenation: one conv per part, summed.
+
+    At 256 px the paper network's concatenations are 32 MB maps, fresh memory on every call.
+    """
+    return _conv_of_concat_into(None, conv, parts)
+
+
+def _conv_of_concat_into(out: torch.Tensor | None, conv: nn.Conv2d, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``out + conv(torch.cat(parts, dim=1))`` (in place when no autograd graph is recorded)."""
+    if out is None and len(parts) == 1:
+        return conv(parts[0])
+    start = 0
+    for part in parts:
+        stop = start + part.shape[1]
+        weight = conv.weight[:, start:stop] if len(parts) > 1 else conv.weight
+        bias = conv.bias if start == 0 else None
+        if out is None:
+            out = F.conv2d(part, weight, bias, conv.stride, conv.padding)
+        elif _overwrite_ok():
+            conv_add_(out, conv, part, weight, bias)
+        else:
+            out = out + F.conv2d(part, weight, bias, conv.stride, conv.padding)
+        start = stop
+    return out
 
 
 class ResidualConvBlock(nn.Module):
@@ -25,13 +52,12 @@ class ResidualConvBlock(nn.Module):
         self.conv_1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.conv_2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, *parts: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W), or its channel-wise parts (concatenated implicitly) -> (B, C_out, H, W)."""
         # the activations may overwrite the conv outputs: neither convolution needs its output for backward
-        out = F.leaky_relu(self.conv_1(x), self.relu_slope, inplace=True)
-        out = F.leaky_relu(self.conv_2(out), self.relu_slope, inplace=True)
-        if _overwrite_ok():
-            return out.add_(self.identity(x))
-        return out + self.identity(x)
+        out = F.leaky_relu(_conv_of_concat(self.conv_1, parts), self.relu_slope, inplace=True)
+        out = conv_leaky_relu(self.conv_2, out, self.relu_slope)
+        return _conv_of_concat_into(out, self.identity, parts)
 
 
 class UpBlock(nn.Module):
@@ -42,8 +68,13 @@ class UpBlock(nn.Module):
         self.up = nn.ConvTranspose2d(in_ch, out_ch, 2, stride=2)
         self.conv_block = ResidualConvBlock(in_ch, out_ch, relu_slope)
 
+    use_reference = False
+
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.conv_block(torch.cat([self.up(x), skip], dim=1))
+        """x (B, C_in, H/2, W/2), skip (B, C_out, H, W) -> (B, C_out, H, W)."""
+        if self.use_reference:
+            return self.conv_block(torch.cat([self.up(x), skip], dim=1))
+        return self.conv_block(self.up(x), skip)
 
 
 class SAM(nn.Module):
@@ -177,7 +208,10 @@ class DRCNet(nn.Module):
         feat, decs = self._decode(self.up_path_1, self.skip_conv_1, feat, encs)
         gated, stage1 = self.sam12(feat, image)
 
-        feat = self.cat12(torch.cat([self.conv_02(image), gated], dim=1))
+        if self.use_reference:
+            feat = self.cat12(torch.cat([self.conv_02(image), gated], dim=1))
+        else:
+            feat = _conv_of_concat(self.cat12, [self.conv_02(image), gated])
         feat, encs2 = self._encode(self.down_path_2, feat, encs, decs)
         feat, _ = self._decode(self.up_path_2, self.skip_conv_2, feat, encs2)
         stage2 = self.last(feat) + image
