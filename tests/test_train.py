@@ -220,3 +220,18 @@ def test_fp16_is_refused_on_the_cpu(tmp_path):
     opts = tiny_options(tmp_path, name='fp16', total_iter=1, mixed_precision='fp16')
     with pytest.raises(ValueError, match='fp16'):
         train(validate(opts), RunContext(device=torch.device('cpu')))
+
+
+def test_two_hundred_iterations_on_the_demo_data_beat_the_noisy_input(tmp_path):
+    demo = yaml.safe_load((ROOT / 'options' / 'demo.yml').read_text())
+    opts = tiny_options(tmp_path, name='demo_short', total_iter=200)
+    opts['datasets'] = {'train': dict(demo['datasets']['train'], gt_size=48, batch_size_per_gpu=4,
+                                      num_worker_per_gpu=0),
+                        'val': dict(demo['datasets']['val'], crop_size=96)}
+    opts['network_g'] = {'type': 'DRCNet', 'wf': 8, 'depth': 3}
+    opts['train'].update(optim_g={'type': 'Adam', 'lr': 2e-3},
+                         scheduler={'type': 'CosineAnnealingLR', 'T_max': 200, 'eta_min': 1e-5})
+    opts['logger'] = {'print_freq': 100, 'save_checkpoint_freq': 1000}
+    opts['val']['val_freq'] = 200
+    rows = train(validate(opts), RunContext(device=torch.device('cpu')))['rows']
+    assert rows and rows[0]['psnr'] > rows[0]['input_psnr'] + 1.0, rows
