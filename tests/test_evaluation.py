@@ -80,7 +80,7 @@ def test_missing_weights_file_is_named(tmp_path, benchmark_tree, capsys):
             'datasets': {'test_1': {'type': 'PairedRestorationDataset',
                                     'dataroot_gt': str(benchmark_tree / 'GoPro/test/target'),
                                     'dataroot_lq': str(benchmark_tree / 'GoPro/test/input')}},
-            'path': {'pretrain_network_g': str(tmp_path / 'nowhere.pth')}}
+            'path': {'pretrain_network_g': str(tmp_path / 'nowhere.pth'), 'results_root': str(tmp_path / 'results')}}
     opt_path = tmp_path / 'test.yml'
     opt_path.write_text(yaml.safe_dump(opts))
     assert main(['-opt', str(opt_path)]) == 2
@@ -94,7 +94,7 @@ def test_a_checkpoint_of_another_network_fails_strict_loading(tmp_path, benchmar
             'datasets': {'test_1': {'type': 'PairedRestorationDataset',
                                     'dataroot_gt': str(benchmark_tree / 'GoPro/test/target'),
                                     'dataroot_lq': str(benchmark_tree / 'GoPro/test/input')}},
-            'path': {'pretrain_network_g': str(weights)}}
+            'path': {'pretrain_network_g': str(weights), 'results_root': str(tmp_path / 'results')}}
     opt_path = tmp_path / 'test.yml'
     opt_path.write_text(yaml.safe_dump(opts))
     assert main(['-opt', str(opt_path)]) == 2
