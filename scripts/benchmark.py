@@ -15,7 +15,7 @@ Sections (all by default; ``--only forward,train_step`` picks some):
 - data: paired folder and lmdb loading (crop, flips, rotations) at gt_size 256 with 0 and 2 workers,
   samples/s, and the ratio to what a paper-network training step consumes.
 - tiled: peak resident memory of a child process restoring a 4000x3000 image with tile 512
-  (``--quick``: 1600x1200, marked in the output).
+  (``--quick``: 1024x768, marked in the output).
 - cuda (CUDA only): bf16 autocast, channels_last and torch.compile variants of the forward.
 
 Timings are medians of repeated runs; the load average before and after is recorded, because
@@ -54,7 +54,7 @@ DEMO_KWARGS = {'wf': 16, 'depth': 4}  # options/demo.yml's network
 NETWORKS = {'paper': PAPER_KWARGS, 'demo': DEMO_KWARGS}
 SECTIONS = ('forward', 'dfr_profile', 'train_step', 'data', 'tiled', 'cuda')
 TILED_FULL = (3000, 4000)  # H, W
-TILED_QUICK = (1200, 1600)
+TILED_QUICK = (768, 1024)
 
 
 # ----------------------------------------------------------------------------------------- timing
@@ -207,6 +207,56 @@ def measure_forward(net: nn.Module, size: int, repeats: int, ceiling_gflops: Opt
         result['ceiling_gflops'] = ceiling_gflops
         result['ceiling_ratio'] = result['gflops'] / ceiling_gflops
     return result
+
+
+def cpu_layout_variants(net: nn.Module, size: int, repeats: int) -> dict:
+    """ms per image with NCHW feature maps and with the unoptimised reference path (same results)."""
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    out = {}
+    try:
+        with torch.inference_mode():
+            net.cpu_channels_last = False
+            out['nchw_maps_ms'] = time_call(lambda: net(x), repeats)['median_ms']
+            net.cpu_channels_last = True
+            dfr_block.set_reference_path(net, True)
+            out['reference_path_ms'] = time_call(lambda: net(x), repeats)['median_ms']
+    finally:
+        net.cpu_channels_last = True
+        dfr_block.set_reference_path(net, False)
+    return out
+
+
+ALLOCATOR_CHILD = r'''
+import json, statistics, sys, time
+sys.path.insert(0, sys.argv[1])
+import torch
+torch.set_num_threads(int(sys.argv[4]))
+from drcnet.archs.drcnet_arch import DRCNet
+torch.manual_seed(0)
+net = DRCNet(wf=64, depth=4).eval()
+x = torch.rand(1, 3, int(sys.argv[2]), int(sys.argv[2]))
+runs = []
+with torch.inference_mode():
+    net(x)
+    for _ in range(int(sys.argv[3])):
+        start = time.perf_counter()
+        net(x)
+        runs.append((time.perf_counter() - start) * 1e3)
+print(json.dumps({'median_ms': statistics.median(runs)}))
+'''
+# glibc: serve large blocks from the heap and keep freed memory, so that a forward pass reuses
+# pages instead of faulting fresh ones in (jemalloc or tcmalloc via LD_PRELOAD do the same).
+TUNED_MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': str(2 ** 32), 'MALLOC_TRIM_THRESHOLD_': str(2 ** 34)}
+
+
+def measure_allocator_tuned(size: int, repeats: int, threads: Optional[int] = None) -> dict:
+    """Paper-network forward in a child process whose glibc allocator keeps freed memory (a deployment tip)."""
+    env = dict(os.environ, **TUNED_MALLOC_ENV)
+    proc = subprocess.run([sys.executable, '-c', ALLOCATOR_CHILD, str(ROOT), str(size), str(repeats),
+                           str(threads or torch.get_num_threads())], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        return {'unavailable': f'child failed: {proc.stderr.strip().splitlines()[-1:]}'}
+    return {'ms': json.loads(proc.stdout.strip().splitlines()[-1])['median_ms'], 'env': TUNED_MALLOC_ENV}
 
 
 # ------------------------------------------------------------------------------------- DFR profile
@@ -448,6 +498,21 @@ def _last_line(err: Exception) -> str:
 # ------------------------------------------------------------------------------------------- tiled
 TILED_CHILD = r'''
 import json, resource, sys, time
+
+
+def peak_rss_mb():
+    # VmHWM: the peak of this process's own address space. ru_maxrss is not used: across fork and
+    # exec Linux carries the parent's high-water mark into the child's ru_maxrss.
+    try:
+        with open('/proc/self/status') as status:
+            for line in status:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 sys.path.insert(0, sys.argv[1])
 import torch
 torch.set_num_threads(int(sys.argv[5]))
@@ -460,13 +525,17 @@ img = torch.rand(1, 3, h, w)
 start = time.perf_counter()
 out = restore(net, img, tile=tile, overlap=32)
 assert out.shape == img.shape and bool(torch.isfinite(out).all())
-print(json.dumps({'seconds': time.perf_counter() - start,
-                  'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({'seconds': time.perf_counter() - start, 'peak_rss_mb': peak_rss_mb(),
+                  'ru_maxrss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 '''
 
 
 def measure_tiled_rss(height: int, width: int, tile: int = 512, threads: Optional[int] = None) -> dict:
-    """Peak RSS (MB, ru_maxrss of a child process) of tiled restoration with the paper network."""
+    """Peak RSS (MB) of a child process restoring an image tile by tile with the paper network.
+
+    The child reports its own peak (VmHWM; ru_maxrss as a fall-back and for reference, inflated
+    by the parent's peak when the parent is large).
+    """
     if not (ROOT / 'drcnet' / 'inference' / 'tiling.py').is_file():
         return {'unavailable': 'drcnet/inference/tiling.py is missing'}
     threads = threads or torch.get_num_threads()
@@ -476,7 +545,7 @@ def measure_tiled_rss(height: int, width: int, tile: int = 512, threads: Optiona
         return {'unavailable': f'tiled child failed: {proc.stderr.strip().splitlines()[-1:]}'}
     child = json.loads(proc.stdout.strip().splitlines()[-1])
     return {'image': [height, width], 'tile': tile, 'overlap': 32, 'seconds': child['seconds'],
-            'peak_rss_mb': child['peak_rss_mb']}
+            'peak_rss_mb': child['peak_rss_mb'], 'child_ru_maxrss_mb': child['ru_maxrss_mb']}
 
 
 # -------------------------------------------------------------------------------------------- CUDA
@@ -522,6 +591,16 @@ def print_table(results: dict) -> None:
             for size, r in by_size.items():
                 print(f"{name:<8}{size:>6}{_fmt(r['ms']):>10}{_fmt(r['gflop']):>9}{_fmt(r['gflops']):>9}"
                       f"{_fmt(r.get('ceiling_gflops')):>9}{_fmt(r.get('ceiling_ratio'), '.2f'):>7}")
+                extra = []
+                if 'nchw_maps_ms' in r:
+                    extra.append(f"NCHW maps {r['nchw_maps_ms']:.1f} ms")
+                if 'reference_path_ms' in r:
+                    extra.append(f"reference path {r['reference_path_ms']:.1f} ms")
+                tuned = r.get('allocator_tuned', {})
+                if 'ms' in tuned:
+                    extra.append(f"tuned glibc malloc {tuned['ms']:.1f} ms")
+                if extra:
+                    print(f"{'':<14}(same results: {', '.join(extra)})")
     if 'dfr_profile' in results:
         for name, by_size in results['dfr_profile'].items():
             for size, r in by_size.items():
@@ -591,12 +670,12 @@ def run(args: argparse.Namespace) -> dict:
                 results['forward'].setdefault(name, {})[str(size)] = r
                 print(f'forward {name} {size}: {r["ms"]:.1f} ms, ratio {r["ceiling_ratio"]:.2f}', file=sys.stderr)
             if device.type == 'cpu':
-                net_cl = net.to(memory_format=torch.channels_last)
-                x = torch.rand(1, 3, 256, 256).contiguous(memory_format=torch.channels_last)
-                with torch.inference_mode():
-                    cl = time_call(lambda: net_cl(x), repeats)
-                results['forward'][name]['256']['channels_last_ms'] = cl['median_ms']
+                results['forward'][name]['256'].update(cpu_layout_variants(net, 256, repeats))
             del net
+        if device.type == 'cpu':
+            tuned = measure_allocator_tuned(256, repeats)
+            results['forward']['paper']['256']['allocator_tuned'] = tuned
+            print(f'forward paper 256 with a tuned allocator: {tuned}', file=sys.stderr)
 
     if 'dfr_profile' in sections:
         torch.manual_seed(0)

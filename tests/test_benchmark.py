@@ -111,3 +111,11 @@ def test_table_prints_every_section(bench, capsys):
     out = capsys.readouterr().out
     for text in ('0.83', '20.0 %', 'unavailable: no loss module', 'lmdb: unavailable', 'QUICK', '900 MB'):
         assert text in out, text
+
+
+def test_cpu_layout_variants_restore_the_network(bench):
+    net = tiny_net()
+    variants = bench.cpu_layout_variants(net, 32, repeats=1)
+    assert positive(variants['nchw_maps_ms']) and positive(variants['reference_path_ms'])
+    assert net.cpu_channels_last is True
+    assert not any(getattr(m, 'use_reference', False) for m in net.modules())

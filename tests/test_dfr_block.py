@@ -247,3 +247,38 @@ def test_block_inference_training_and_reference_paths_agree(block, region_stats,
     grads_ref = torch.autograd.grad(down.square().sum() + skip.sum(), params, allow_unused=True)
     assert [a is None for a in grads] == [b is None for b in grads_ref]
     assert_grads_close([a for a in grads if a is not None], [b for b in grads_ref if b is not None], rel=1e-4)
+
+
+@pytest.mark.parametrize('kernel', [1, 3])
+def test_fused_convolutions_equal_their_plain_forms(kernel):
+    from drcnet.archs.dfr_block import conv_add_, conv_leaky_relu, conv_mul, conv_sigmoid
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(6, 8, kernel, padding=kernel // 2)
+    x = torch.randn(2, 6, 9, 11).contiguous(memory_format=torch.channels_last)
+    acc = torch.randn(2, 8, 9, 11).contiguous(memory_format=torch.channels_last)
+    half_w, half_b = conv.weight[:, :3], None
+    with torch.no_grad():
+        torch.testing.assert_close(conv_add_(acc.clone(), conv, x), acc + conv(x), atol=1e-5, rtol=1e-5)
+        plain_half = acc + torch.nn.functional.conv2d(x[:, :3], half_w, half_b, padding=kernel // 2)
+        torch.testing.assert_close(conv_add_(acc.clone(), conv, x[:, :3], half_w, half_b), plain_half,
+                                   atol=1e-5, rtol=1e-5)
+        out = conv_add_(acc, conv, x)
+        assert out.data_ptr() == acc.data_ptr()  # accumulated in place
+        torch.testing.assert_close(conv_leaky_relu(conv, x, 0.2),
+                                   torch.nn.functional.leaky_relu(conv(x), 0.2), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(conv_sigmoid(conv, x), torch.sigmoid(conv(x)), atol=1e-5, rtol=1e-5)
+        gate = torch.rand_like(acc)
+        torch.testing.assert_close(conv_mul(conv, x, gate), conv(x) * gate, atol=1e-5, rtol=1e-5)
+
+
+def test_inference_under_cpu_autocast_stays_close_to_float32(photo):
+    from drcnet.archs.drcnet_arch import DRCNet
+    torch.manual_seed(0)
+    net = DRCNet(wf=8, depth=3).eval()
+    x = photo('rocket', (40, 48))
+    with torch.inference_mode():
+        full = net(x)[-1]
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            low = net(x)[-1]
+    assert low.shape == full.shape and torch.isfinite(low).all()
+    assert (low.float() - full).abs().max() < 0.1

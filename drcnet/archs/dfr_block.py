@@ -44,8 +44,10 @@ def _onednn_fusion_available() -> bool:
         return False
 
 
-def _fusable(*maps: torch.Tensor) -> bool:
-    return (_onednn_fusion_available() and not torch.is_grad_enabled()
+def _fusable(conv: nn.Conv2d, *maps: torch.Tensor) -> bool:
+    """float32 channels-last CPU maps, no autograd, no autocast, a plain zero-padded convolution."""
+    return (_onednn_fusion_available() and not torch.is_grad_enabled() and not torch.is_autocast_enabled('cpu')
+            and conv.padding_mode == 'zeros' and not isinstance(conv.padding, str)
             and all(m.device.type == 'cpu' and m.dtype == torch.float32 and m.dim() == 4
                     and m.is_contiguous(memory_format=torch.channels_last) for m in maps))
 
@@ -57,20 +59,36 @@ def conv_add_(out: torch.Tensor, conv: nn.Conv2d, x: torch.Tensor, weight: torch
     None) replaces conv's parameters."""
     if weight is None:
         weight, bias = conv.weight, conv.bias
-    if _fusable(out, x):
+    if _fusable(conv, out, x):
         return torch.ops.mkldnn._convolution_pointwise_.binary(
             out, x, weight.contiguous(), bias, list(conv.padding), list(conv.stride), list(conv.dilation),
             conv.groups, 'add', 1.0, None, [], None)
     return out.add_(F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups))
 
 
+def _conv_args(conv: nn.Conv2d) -> tuple:
+    return conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups
+
+
 def conv_leaky_relu(conv: nn.Conv2d, x: torch.Tensor, slope: float) -> torch.Tensor:
     """``leaky_relu(conv(x))``, fused by oneDNN on CPU when no autograd graph is recorded."""
-    if _fusable(x):
-        return torch.ops.mkldnn._convolution_pointwise(
-            x, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
-            'leaky_relu', [slope], '')
+    if _fusable(conv, x):
+        return torch.ops.mkldnn._convolution_pointwise(x, *_conv_args(conv), 'leaky_relu', [slope], '')
     return F.leaky_relu(conv(x), slope, inplace=True)
+
+
+def conv_sigmoid(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``sigmoid(conv(x))``, fused by oneDNN on CPU when no autograd graph is recorded."""
+    if _fusable(conv, x):
+        return torch.ops.mkldnn._convolution_pointwise(x, *_conv_args(conv), 'sigmoid', [], '')
+    return torch.sigmoid(conv(x))
+
+
+def conv_mul(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``conv(x) * other`` (same shapes), fused by oneDNN on CPU when no autograd graph is recorded."""
+    if _fusable(conv, x, other):
+        return torch.ops.mkldnn._convolution_pointwise.binary(x, other, *_conv_args(conv), 'mul', None, None, [], None)
+    return conv(x) * other
 
 
 def energy_attention_reference(x: torch.Tensor, delta: float = 1e-6) -> torch.Tensor:

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from drcnet.archs.dfr_block import BLOCKS, REGION_STATS, DFRBlock, _overwrite_ok, conv_add_, conv_leaky_relu
+from drcnet.archs.dfr_block import (BLOCKS, REGION_STATS, DFRBlock, _overwrite_ok, conv_add_, conv_leaky_relu,
+                                    conv_mul, conv_sigmoid)
 from drcnet.registry import ARCH_REGISTRY
 
 
@@ -89,10 +90,9 @@ class SAM(nn.Module):
     def forward(self, feat: torch.Tensor, image: torch.Tensor):
         """feat (B, C, H, W), image (B, 3, H, W) -> gated feat (B, C, H, W), stage-1 image (B, 3, H, W)."""
         restored = self.conv2(feat) + image
-        mask = torch.sigmoid(self.conv3(restored))
         if _overwrite_ok():
-            return self.conv1(feat).mul_(mask).add_(feat), restored
-        return torch.addcmul(feat, self.conv1(feat), mask), restored
+            return conv_mul(self.conv1, feat, conv_sigmoid(self.conv3, restored)).add_(feat), restored
+        return torch.addcmul(feat, self.conv1(feat), torch.sigmoid(self.conv3(restored))), restored
 
 
 def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -178,11 +178,16 @@ class DRCNet(nn.Module):
 
     @staticmethod
     def _encode(blocks, x, encs=None, decs=None):
+        """Encoder pass; the stage-1 maps in ``encs``/``decs`` are released from the lists once fused."""
         skips = []
         for i, block in enumerate(blocks):
-            enc = encs[i] if encs is not None and i < len(encs) else None
-            dec = decs[i] if decs is not None and i < len(decs) else None
+            enc = dec = None
+            if encs is not None and i < len(encs):
+                enc, encs[i] = encs[i], None
+            if decs is not None and i < len(decs):
+                dec, decs[i] = decs[i], None
             down, skip = block(x, enc, dec)
+            del enc, dec
             skips.append(skip)
             x = down if down is not None else skip
         return x, skips
@@ -212,7 +217,9 @@ class DRCNet(nn.Module):
             feat = self.cat12(torch.cat([self.conv_02(image), gated], dim=1))
         else:
             feat = _conv_of_concat(self.cat12, [self.conv_02(image), gated])
+        del gated
         feat, encs2 = self._encode(self.down_path_2, feat, encs, decs)
+        del encs, decs  # (emptied) so that inference frees stage 1's maps before stage 2 decodes
         feat, _ = self._decode(self.up_path_2, self.skip_conv_2, feat, encs2)
         stage2 = self.last(feat) + image
         return [stage1[..., :h, :w].contiguous(), stage2[..., :h, :w].contiguous()]
