@@ -577,6 +577,35 @@ def cuda_variants(size: int, repeats: int, device: torch.device) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ report
+def _get(results: dict, path: str):
+    node = results
+    for key in path.split('.'):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node if isinstance(node, (int, float)) else None
+
+
+def check_targets(results: dict) -> dict:
+    """The issue's targets for this machine: value, bound and whether it is met (None: not measured)."""
+    data_ratios = [_get(results, f'data.{name}.workers_2_ratio') for name in ('folder', 'lmdb')]
+    data_ratio = min(r for r in data_ratios if r is not None) if any(r is not None for r in data_ratios) else None
+    targets = {
+        'forward.paper.256.ceiling_ratio': (_get(results, 'forward.paper.256.ceiling_ratio'), '>=', 0.85),
+        'dfr_profile.demo.256.extras_share': (_get(results, 'dfr_profile.demo.256.extras_share'), '<=', 0.25),
+        'train_step.intra_cr_overhead': (_get(results, 'train_step.intra_cr_overhead'), '<=', 0.35),
+        'data.workers_2_ratio (min of folder, lmdb)': (data_ratio, '>=', 4.0),
+        'tiled_peak_rss_mb': (_get(results, 'tiled_peak_rss_mb'), '<', 3000.0),
+    }
+    out = {}
+    for name, (value, op, bound) in targets.items():
+        met = None if value is None else (value >= bound if op == '>=' else value <= bound if op == '<=' else value < bound)
+        out[name] = {'value': value, 'target': f'{op} {bound:g}', 'met': met}
+    if results.get('tiled', {}).get('quick'):
+        out['tiled_peak_rss_mb']['note'] = 'quick run: a smaller image than the 4000x3000 of the target'
+    return out
+
+
 def _fmt(value, spec: str = '.1f') -> str:
     return format(value, spec) if isinstance(value, (int, float)) else str(value)
 
@@ -638,6 +667,11 @@ def print_table(results: dict) -> None:
                   f"{t['seconds']:.0f} s" + ('  (QUICK: smaller image than the 4000x3000 target)' if t.get('quick') else ''))
     if 'cuda' in results:
         print(f"\ncuda: {results['cuda']}")
+    if 'targets' in results:
+        print('\ntargets')
+        for name, t in results['targets'].items():
+            state = {True: 'met', False: 'NOT met', None: 'not measured'}[t['met']]
+            print(f"  {name:<44} {_fmt(t['value'], '.3f'):>10}  {t['target']:<9} {state}  {t.get('note', '')}")
 
 
 # -------------------------------------------------------------------------------------------- main
@@ -709,6 +743,7 @@ def run(args: argparse.Namespace) -> dict:
         results['cuda'] = (cuda_variants(256, repeats, device) if device.type == 'cuda'
                            else {'unavailable': 'no CUDA device in this run'})
 
+    results['targets'] = check_targets(results)
     results['meta']['load_after'] = load_average()
     results['meta']['finished'] = time.strftime('%Y-%m-%d %H:%M:%S')
     return results

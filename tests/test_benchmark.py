@@ -119,3 +119,16 @@ def test_cpu_layout_variants_restore_the_network(bench):
     assert positive(variants['nchw_maps_ms']) and positive(variants['reference_path_ms'])
     assert net.cpu_channels_last is True
     assert not any(getattr(m, 'use_reference', False) for m in net.modules())
+
+
+def test_targets_are_checked_against_their_bounds(bench):
+    results = {'forward': {'paper': {'256': {'ceiling_ratio': 0.9}}},
+               'dfr_profile': {'demo': {'256': {'extras_share': 0.3}}},
+               'data': {'folder': {'workers_2_ratio': 9.0}, 'lmdb': {'workers_2_ratio': 3.0}},
+               'tiled_peak_rss_mb': 2000.0, 'tiled': {'quick': True}}
+    targets = bench.check_targets(results)
+    assert targets['forward.paper.256.ceiling_ratio']['met'] is True
+    assert targets['dfr_profile.demo.256.extras_share']['met'] is False
+    assert targets['train_step.intra_cr_overhead']['met'] is None  # not measured
+    assert targets['data.workers_2_ratio (min of folder, lmdb)']['value'] == 3.0
+    assert targets['tiled_peak_rss_mb']['met'] is True and 'quick' in targets['tiled_peak_rss_mb']['note']
