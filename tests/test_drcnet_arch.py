@@ -235,3 +235,15 @@ def test_layouts_give_the_same_restoration(photo):
         net.cpu_channels_last = False
         nchw = net(x)[-1]
     torch.testing.assert_close(nhwc, nchw, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.filterwarnings('ignore:TF32')
+def test_unfused_fallbacks_give_the_same_restoration(photo):
+    # without oneDNN the in-place inference path falls back to plain convolutions and additions
+    net = mixed_net().eval()
+    x = photo('chelsea', (40, 56))
+    with torch.inference_mode():
+        fused = net(x)[-1]
+        with torch.backends.mkldnn.flags(enabled=False):
+            plain = net(x)[-1]
+    torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-5)

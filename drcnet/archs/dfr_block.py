@@ -46,7 +46,8 @@ def _onednn_fusion_available() -> bool:
 
 def _fusable(conv: nn.Conv2d, *maps: torch.Tensor) -> bool:
     """float32 channels-last CPU maps, no autograd, no autocast, a plain zero-padded convolution."""
-    return (_onednn_fusion_available() and not torch.is_grad_enabled() and not torch.is_autocast_enabled('cpu')
+    return (_onednn_fusion_available() and torch.backends.mkldnn.enabled and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled('cpu')
             and conv.padding_mode == 'zeros' and not isinstance(conv.padding, str)
             and all(m.device.type == 'cpu' and m.dtype == torch.float32 and m.dim() == 4
                     and m.is_contiguous(memory_format=torch.channels_last) for m in maps))
