@@ -109,10 +109,20 @@ def energy_attention(x: torch.Tensor, delta: float = 1e-6) -> torch.Tensor:
     return x * torch.sigmoid(torch.addcmul(torch.full_like(v, 0.5), scaled, scaled))
 
 
-def _energy_attention_(x: torch.Tensor, delta: float) -> torch.Tensor:
-    """In-place energy attention of ``x`` (no autograd), with one scratch map."""
+def _dense_like(x: torch.Tensor, scratch: torch.Tensor | None) -> torch.Tensor:
+    """A map of x's shape and layout, dense, on the front of ``scratch``'s memory (or new)."""
+    if scratch is None or scratch.numel() < x.numel():
+        return torch.empty_like(x, memory_format=torch.preserve_format)
+    b, c, h, w = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last) or scratch.is_contiguous(memory_format=torch.channels_last):
+        return scratch.as_strided((b, c, h, w), (c * h * w, 1, w * c, c))
+    return scratch.as_strided((b, c, h, w), (c * h * w, h * w, w, 1))
+
+
+def _energy_attention_(x: torch.Tensor, delta: float, scratch: torch.Tensor | None = None) -> torch.Tensor:
+    """In-place energy attention of ``x`` (no autograd), using one scratch map (``scratch`` if given)."""
     n = max(x.shape[-2] * x.shape[-1] - 1, 1)
-    energy = torch.sub(x, x.mean(dim=(-2, -1), keepdim=True))
+    energy = torch.sub(x, x.mean(dim=(-2, -1), keepdim=True), out=_dense_like(x, scratch))
     energy.mul_(energy)
     # a plain sum of the squares: far faster than vector_norm over the H, W of a channels-last map
     scale = 1 / (4 * (energy.sum(dim=(-2, -1), keepdim=True) / n + delta))
@@ -262,16 +272,17 @@ class RegionNorm(nn.Module):
             return out
         return torch.addcmul(beta, out, 1 + gamma)
 
-    def modulated_(self, x: torch.Tensor, mask: torch.Tensor, gamma: torch.Tensor,
-                   beta: torch.Tensor) -> torch.Tensor:
-        """``modulated`` computed in place in ``x`` (no autograd; x may be a channel slice)."""
+    def modulated_(self, x: torch.Tensor, mask: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
+                   scratch: torch.Tensor | None = None) -> torch.Tensor:
+        """``modulated`` computed in place in ``x`` (no autograd; x may be a channel slice), using
+        the memory of ``scratch`` (at least x's size) when given."""
         stats = _RegionStats(x, mask, self.region_stats == 'batch')
         mask_out = stats.mask_out
         # With a binary mask one of the two terms is an exact zero, so each pixel gets x - c_r and
         # later g_r correctly rounded (as where() would, but in place and several times faster).
         centred = x.addcmul_(mask, -stats.centre_in).addcmul_(mask_out, -stats.centre_out)
         # the one scratch map: dense even when x is a channel slice, so its sums read contiguous memory
-        scratch = torch.mul(centred, centred)
+        scratch = torch.mul(centred, centred, out=_dense_like(centred, scratch))
         g_in, g_out, k_in, k_out = stats.gains(scratch, self.bn_norm.weight, self.bn_norm.bias)
         centred.mul_(torch.mul(mask, g_in, out=scratch).addcmul_(mask_out, g_out))
         if stats.pooled:
@@ -304,10 +315,10 @@ class AdaptiveFeatureNorm(nn.Module):
             return self.rn.reference(x, mask) * (1 + gamma) + beta
         return self.rn.modulated(x, mask, gamma, beta)
 
-    def forward_(self, x: torch.Tensor) -> torch.Tensor:
-        """In-place ``forward`` (no autograd): overwrites ``x``."""
+    def forward_(self, x: torch.Tensor, scratch: torch.Tensor | None = None) -> torch.Tensor:
+        """In-place ``forward`` (no autograd): overwrites ``x``; may use ``scratch``'s memory."""
         mask, gamma, beta = self.degraded_mask(x)
-        return self.rn.modulated_(x, mask, gamma, beta)
+        return self.rn.modulated_(x, mask, gamma, beta, scratch)
 
 
 class DFRBlock(nn.Module):
@@ -364,16 +375,18 @@ class DFRBlock(nn.Module):
 
     def _branches_(self, x: torch.Tensor) -> torch.Tensor:
         """Spatial * attention (+ identity), in place on the block's own maps (no autograd)."""
-        out = attention = None
+        out = attention = scratch = None
         if self.has_spatial:
             if self.use_norm:
                 out = self.conv_1(x)
-                self.norm.forward_(out[:, :out.shape[1] // 2])
+                # one scratch map serves the norm (its first half) and then the attention
+                scratch = torch.empty_like(out)
+                self.norm.forward_(out[:, :out.shape[1] // 2], scratch)
                 F.leaky_relu_(out, self.relu_slope)
             else:
                 out = conv_leaky_relu(self.conv_1, x, self.relu_slope)
         if self.has_attention:
-            attention = F.leaky_relu_(_energy_attention_(self.conv_2(x), self.ea_lambda), self.relu_slope)
+            attention = F.leaky_relu_(_energy_attention_(self.conv_2(x), self.ea_lambda, scratch), self.relu_slope)
             out = attention if out is None else out.mul_(attention)
         if self.has_identity:
             conv_add_(out, self.identity, x)
