@@ -1,14 +1,22 @@
 """PairedRestorationDataset: aligned crops, name matching, and errors for every kind of bad input."""
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import multiprocessing
+import os
+import pickle
 import random
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from drcnet.data.image_io import ImageReadError, write_image
+from drcnet.data.loader import build_dataloader
 from drcnet.data.paired_restoration_dataset import PairedRestorationDataset
 from drcnet.data.samples import load_sample
 from drcnet.registry import DATASET_REGISTRY, build
@@ -168,3 +176,39 @@ def test_bad_options_are_errors(tmp_path):
                                  'dataroot_lq': str(lq_dir), 'gt_size': 32, 'use_hfip': True}, where='datasets.train')
     with pytest.raises(ValueError, match='lmdb'):
         PairedRestorationDataset(str(gt_dir), str(lq_dir), io_backend={'type': 'lmdb'}, phase='val')
+
+
+def _create_lmdb(folder, lmdb_path):
+    path = Path(__file__).resolve().parents[1] / 'scripts' / 'create_lmdb.py'
+    spec = importlib.util.spec_from_file_location('_paired_create_lmdb', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with open(os.devnull, 'w') as quiet, contextlib.redirect_stderr(quiet):  # progress bar
+        module.create_lmdb(folder, lmdb_path)
+
+
+@pytest.mark.skipif('fork' not in multiprocessing.get_all_start_methods(), reason='needs the fork start method')
+def test_lmdb_read_in_the_parent_then_in_forked_workers(tmp_path):
+    gt_dir, lq_dir = _make_offset_pairs(tmp_path)
+    _create_lmdb(gt_dir, tmp_path / 'gt.lmdb')
+    _create_lmdb(lq_dir, tmp_path / 'lq.lmdb')
+    disk = PairedRestorationDataset(str(gt_dir), str(lq_dir), phase='val')
+    ds = PairedRestorationDataset(str(tmp_path / 'gt.lmdb'), str(tmp_path / 'lq.lmdb'), io_backend={'type': 'lmdb'},
+                                  phase='val')
+    assert torch.equal(ds[0]['gt'], disk[0]['gt'])  # the parent opens both files before the workers fork
+    pickle.loads(pickle.dumps(ds))  # no open environment travels to spawned workers
+    loader = DataLoader(ds, batch_size=1, num_workers=2, multiprocessing_context='fork')
+    batches = list(loader)
+    assert len(batches) == len(disk) == 3
+    for i, batch in enumerate(batches):
+        assert torch.equal(batch['lq'][0], disk[i]['lq']) and torch.equal(batch['gt'][0], disk[i]['gt'])
+    train = PairedRestorationDataset(str(tmp_path / 'gt.lmdb'), str(tmp_path / 'lq.lmdb'),
+                                     io_backend={'type': 'lmdb'}, gt_size=32, phase='train')
+    train[0]
+    loader = build_dataloader(train, 'train', batch_size_per_gpu=2, num_worker_per_gpu=2, dataset_enlarge_ratio=2,
+                              persistent_workers=False)
+    for batch in loader:
+        assert batch['gt'].shape == (2, 3, 32, 32)
+        torch.testing.assert_close(batch['lq'] - batch['gt'], torch.full_like(batch['gt'], OFFSET / 255), atol=1e-6,
+                                   rtol=0)
+    assert torch.equal(ds[2]['lq'], disk[2]['lq'])  # the parent's own environments still read after the workers

@@ -72,21 +72,39 @@ def match_pairs(gt_names: list, lq_names: list, filename_tmpl: str = '{}', gt_wh
                                                                                    key=lambda kv: kv[1])]
 
 
-_LMDB_ENVS: dict = {}  # (process id, real path) -> open environment: lmdb allows one per file per process
+_LMDB_ENVS: dict = {}  # real path -> environment opened by this process: lmdb allows one per file per process
+
+
+def _close_inherited_lmdb() -> None:
+    """In a forked child: close the parent's environments, which the child must not use, so it can open its own."""
+    # py-lmdb refuses to reopen a file while an inherited handle is open; without a lock file
+    # (lock=False) closing only unmaps the child's copy and cannot disturb the parent.
+    envs = list(_LMDB_ENVS.values())
+    _LMDB_ENVS.clear()
+    for env in envs:
+        env.close()
+
+
+if hasattr(os, 'register_at_fork'):
+    os.register_at_fork(after_in_child=_close_inherited_lmdb)
 
 
 def _open_lmdb(path: str):
-    key = (os.getpid(), os.path.realpath(path))
+    key = os.path.realpath(path)
     env = _LMDB_ENVS.get(key)
     if env is None:
         import lmdb
+        # lock=False: no lock file shared with forked children, so _close_inherited_lmdb is safe there
         env = lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False)
         _LMDB_ENVS[key] = env
     return env
 
 
 class _LmdbReader:
-    """Reads records of one lmdb file; the environment opens lazily so each worker process gets its own."""
+    """Reads records of one lmdb file; the environment opens lazily so each worker process gets its own.
+
+    Only the path is kept (pickles for spawned workers); open environments live in ``_LMDB_ENVS``.
+    """
 
     def __init__(self, path: str):
         self.path = path
