@@ -112,11 +112,6 @@ def _output_names(inputs: list, root: Path | None, out: Path, args) -> list:
     return names
 
 
-def _side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 8) -> np.ndarray:
-    sep = np.ones((left.shape[0], gap, 3), dtype=np.float32)
-    return np.concatenate([left, sep, right], axis=1)
-
-
 def _setup_logging() -> None:
     log = logging.getLogger('basicsr')
     if not log.handlers:
@@ -174,7 +169,7 @@ def restore_file(net, src: Path, dst: Path, args, device, progress: bool = False
     """Read, restore and write one image (and its comparison picture)."""
     import torch
 
-    from drcnet.data.image_io import read_image, write_image
+    from drcnet.data.image_io import read_image, side_by_side, write_image
     from drcnet.inference.tiling import restore
 
     img = read_image(src)
@@ -186,7 +181,7 @@ def restore_file(net, src: Path, dst: Path, args, device, progress: bool = False
     bits = args.bits if dst.suffix.lower() in ('.png', '.tif', '.tiff') else 8
     write_image(dst, out, bits=bits)
     if args.compare:
-        write_image(dst.with_name(f'{dst.stem}_compare.png'), _side_by_side(img, out))
+        write_image(dst.with_name(f'{dst.stem}_compare.png'), side_by_side(img, out))
 
 
 def main(argv: list | None = None) -> int:

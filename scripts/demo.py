@@ -17,7 +17,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from drcnet.data.image_io import write_image  # noqa: E402
+from drcnet.data.image_io import side_by_side, write_image  # noqa: E402
 from drcnet.engine.context import init_context  # noqa: E402
 from drcnet.engine.evaluator import score, to_uint8  # noqa: E402
 from drcnet.engine.logger import setup_logger  # noqa: E402
@@ -26,16 +26,6 @@ from drcnet.engine.schema import validate  # noqa: E402
 from drcnet.inference.tiling import restore  # noqa: E402
 from drcnet.metrics.report import markdown_table, write_report  # noqa: E402
 from drcnet.train import build_dataset, train  # noqa: E402
-
-
-def side_by_side(*images: np.ndarray, gap: int = 8) -> np.ndarray:
-    """Images (H, W, 3) uint8 of one height, left to right with white gaps."""
-    h = images[0].shape[0]
-    spacer = np.full((h, gap, 3), 255, np.uint8)
-    parts = []
-    for img in images:
-        parts += [img, spacer]
-    return np.concatenate(parts[:-1], axis=1)
 
 
 def main(argv=None) -> int:

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from drcnet.data.image_io import (IMAGE_EXTENSIONS, ImageReadError, ImageWriteError, decode_image,
-                                  list_images, read_image, write_image)
+                                  list_images, read_image, side_by_side, write_image)
 from drcnet.data.samples import SAMPLE_NAMES, load_sample
 
 
@@ -134,3 +134,21 @@ def test_every_sample_loads_as_float_rgb():
     assert left.shape == right.shape == (500, 741, 3) and not np.array_equal(left, right)
     with pytest.raises(ValueError, match="did you mean 'chelsea'"):
         load_sample('chelsae')
+
+
+def test_side_by_side_places_each_image_unchanged_between_white_gaps():
+    a, b, c = (load_sample(n)[:40, :w] for n, w in (('astronaut', 30), ('chelsea', 50), ('coffee', 20)))
+    out = side_by_side(a, b, c, gap=5)
+    assert out.shape == (40, 30 + 5 + 50 + 5 + 20, 3) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:, :30], a)
+    np.testing.assert_array_equal(out[:, 35:85], b)
+    np.testing.assert_array_equal(out[:, 90:], c)
+    assert (out[:, 30:35] == 1).all() and (out[:, 85:90] == 1).all()
+    u8 = [(img * 255).round().astype(np.uint8) for img in (a, b)]
+    out = side_by_side(*u8)
+    assert out.shape == (40, 30 + 8 + 50, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[:, :30], u8[0])
+    np.testing.assert_array_equal(out[:, 38:], u8[1])
+    assert (out[:, 30:38] == 255).all()
+    with pytest.raises(ValueError, match=r'one height.*\(40, 30, 3\).*\(39, 50, 3\)'):
+        side_by_side(a, b[:39])

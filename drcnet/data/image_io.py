@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 __all__ = ['IMAGE_EXTENSIONS', 'ImageReadError', 'ImageWriteError', 'decode_image', 'decode_raw', 'encode_image',
-           'is_image_file', 'list_images', 'read_image', 'to_float', 'write_image']
+           'is_image_file', 'list_images', 'read_image', 'side_by_side', 'to_float', 'write_image']
 
 PathLike = Union[str, os.PathLike]
 
@@ -190,3 +190,21 @@ def write_image(path: PathLike, img: np.ndarray, bits: int = 8, params: list | N
             pass
         raise ImageWriteError(f'cannot write image {path}: {err.strerror or err}') from err
     return path
+
+
+def side_by_side(*images: np.ndarray, gap: int = 8) -> np.ndarray:
+    """Images (H, W, C) of one height, left to right with ``gap`` white columns between them.
+
+    White is 1.0 for float images and the type's maximum (255 for uint8) for integer ones.
+    """
+    if not images:
+        raise ValueError('side_by_side: no images given')
+    if len({img.shape[0] for img in images}) != 1:
+        raise ValueError(f'side_by_side: images must share one height, got shapes {[img.shape for img in images]}')
+    dtype = np.result_type(*images)
+    white = np.iinfo(dtype).max if np.issubdtype(dtype, np.integer) else 1.0
+    spacer = np.full((images[0].shape[0], gap) + images[0].shape[2:], white, dtype)
+    parts = []
+    for img in images:
+        parts += [img, spacer]
+    return np.concatenate(parts[:-1], axis=1)
