@@ -7,7 +7,7 @@ Sections (all by default; ``--only forward,train_step`` picks some):
   for the paper and the demo network at 256 and 512 px; ``ceiling_ratio`` divides the achieved rate
   by the rate dense 3x3 convolutions reach at the network's own widths and resolutions (same
   device, threads and dtype; the faster of NCHW and channels_last), weighted by the FLOPs the
-  network spends at each resolution.
+  network spends at each resolution, and timed between the forward runs so both see the same machine.
 - dfr_profile: torch.profiler share of the forward time spent in the DFR extras (region norm with
   its masks, energy attention, the branch products and activations) of the demo network, on CPU.
 - train_step: paper network, batch 4, 128 px, L1 on both stages, with and without Intra-CR
@@ -47,7 +47,7 @@ from torch.nn import functional as F  # noqa: E402
 import drcnet  # noqa: E402,F401  (registers every component)
 from drcnet.archs import dfr_block  # noqa: E402
 from drcnet.archs.drcnet_arch import DRCNet  # noqa: E402
-from drcnet.engine.device import pick_device  # noqa: E402
+from drcnet.engine.device import pick_device, reuse_freed_cpu_memory  # noqa: E402
 
 PAPER_KWARGS = {'wf': 64, 'depth': 4}
 DEMO_KWARGS = {'wf': 16, 'depth': 4}  # options/demo.yml's network
@@ -162,14 +162,11 @@ def conv_flops_by_level(net: nn.Module, x: torch.Tensor) -> Dict[tuple, int]:
     return levels
 
 
-def conv_ceiling(levels: Dict[tuple, int], batch: int = 1, dtype: torch.dtype = torch.float32,
-                 device: torch.device = torch.device('cpu'), repeats: int = 5) -> dict:
-    """Rate of dense 3x3 convolutions (width -> width, at each level's resolution), best of two layouts.
-
-    The network's ceiling is its FLOPs divided by the time those FLOPs would take at these rates
-    (a FLOP-weighted harmonic mean), so the ratio achieved / ceiling compares like with like.
-    """
-    per_level, total_flops, total_seconds = [], 0, 0.0
+def _ceiling_convs(levels: Dict[tuple, int], batch: int = 1, dtype: torch.dtype = torch.float32,
+                   device: torch.device = torch.device('cpu'), repeats: int = 3) -> List[dict]:
+    """Per level, a dense 3x3 convolution (width -> width at the level's resolution) in the faster of
+    NCHW and channels_last: {'width', 'size', 'layout', 'flops', 'net_flops', 'call', 'gflops'}."""
+    convs = []
     gen = torch.Generator(device='cpu').manual_seed(0)
     for (width, h, w), net_flops in sorted(levels.items(), key=lambda kv: -kv[0][1]):
         x = torch.randn(batch, width, h, w, generator=gen).to(device, dtype)
@@ -180,32 +177,71 @@ def conv_ceiling(levels: Dict[tuple, int], batch: int = 1, dtype: torch.dtype = 
         for layout in ('nchw', 'channels_last'):
             fmt = torch.channels_last if layout == 'channels_last' else torch.contiguous_format
             xl, wl = x.contiguous(memory_format=fmt), weight.contiguous(memory_format=fmt)
-            with torch.inference_mode():
-                timing = time_call(lambda: F.conv2d(xl, wl, bias, padding=1), repeats, warmup=2, device=device)
+
+            def call(xl=xl, wl=wl, bias=bias):
+                with torch.inference_mode():
+                    return F.conv2d(xl, wl, bias, padding=1)
+            timing = time_call(call, repeats, warmup=2, device=device)
             rate = flops / (timing['median_ms'] * 1e-3) / 1e9
             if best is None or rate > best['gflops']:
-                best = {'width': width, 'size': [h, w], 'gflops': rate, 'layout': layout}
-        best['net_gflop'] = net_flops / 1e9
-        per_level.append(best)
-        total_flops += net_flops
-        total_seconds += net_flops / (best['gflops'] * 1e9)
-    return {'gflops': total_flops / total_seconds / 1e9, 'levels': per_level}
+                best = {'width': width, 'size': [h, w], 'layout': layout, 'flops': flops, 'net_flops': net_flops,
+                        'call': call, 'gflops': rate}
+        convs.append(best)
+    return convs
 
 
-def measure_forward(net: nn.Module, size: int, repeats: int, ceiling_gflops: Optional[float] = None,
+def _ceiling_summary(convs: List[dict], rates: List[float]) -> dict:
+    """FLOP-weighted harmonic mean of the level rates: the network's FLOPs over the time they take there."""
+    total_flops = sum(c['net_flops'] for c in convs)
+    seconds = sum(c['net_flops'] / (rate * 1e9) for c, rate in zip(convs, rates))
+    levels = [{'width': c['width'], 'size': c['size'], 'gflops': rate, 'layout': c['layout'],
+               'net_gflop': c['net_flops'] / 1e9} for c, rate in zip(convs, rates)]
+    return {'gflops': total_flops / seconds / 1e9, 'levels': levels}
+
+
+def conv_ceiling(levels: Dict[tuple, int], batch: int = 1, dtype: torch.dtype = torch.float32,
+                 device: torch.device = torch.device('cpu'), repeats: int = 5) -> dict:
+    """Rate of dense 3x3 convolutions (width -> width, at each level's resolution), best of two layouts.
+
+    The network's ceiling is its FLOPs divided by the time those FLOPs would take at these rates
+    (a FLOP-weighted harmonic mean), so the ratio achieved / ceiling compares like with like.
+    """
+    convs = _ceiling_convs(levels, batch, dtype, device)
+    rates = [c['flops'] / (time_call(c['call'], repeats, warmup=1, device=device)['median_ms'] * 1e-3) / 1e9
+             for c in convs]
+    return _ceiling_summary(convs, rates)
+
+
+def measure_forward(net: nn.Module, size: int, repeats: int, levels: Optional[Dict[tuple, int]] = None,
                     batch: int = 1, device: torch.device = torch.device('cpu'),
                     dtype: torch.dtype = torch.float32) -> dict:
-    """ms per image, GFLOP per image, achieved GFLOP/s and (given a ceiling) the ceiling ratio."""
+    """ms per image, GFLOP per image, achieved GFLOP/s and, given the network's convolution FLOPs by
+    level (``conv_flops_by_level``), the ceiling and the ratio achieved / ceiling.
+
+    Each timed forward follows one timing of every ceiling convolution, so that a change of machine
+    speed during the measurement (other processes, clock) weighs on both sides of the ratio alike.
+    """
     x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device, dtype)
     flops = count_flops(net, x)
-    with torch.inference_mode():
-        timing = time_call(lambda: net(x), repeats, warmup=1, device=device)
-    ms = timing['median_ms'] / batch
+    convs = _ceiling_convs(levels, batch, dtype, device) if levels else []
+
+    def forward():
+        with torch.inference_mode():
+            net(x)
+    forward()
+    runs, conv_runs = [], [[] for _ in convs]
+    for _ in range(max(1, repeats)):
+        for conv, conv_ms in zip(convs, conv_runs):
+            conv_ms.append(time_call(conv['call'], 1, warmup=0, device=device)['median_ms'])
+        runs.append(time_call(forward, 1, warmup=0, device=device)['median_ms'])
+    ms = statistics.median(runs) / batch
     result = {'ms': ms, 'gflop': flops / batch / 1e9, 'gflops': flops / batch / 1e9 / (ms * 1e-3),
-              'runs_ms': timing['runs_ms']}
-    if ceiling_gflops:
-        result['ceiling_gflops'] = ceiling_gflops
-        result['ceiling_ratio'] = result['gflops'] / ceiling_gflops
+              'runs_ms': [round(r, 3) for r in runs]}
+    if convs:
+        rates = [c['flops'] / (statistics.median(c_ms) * 1e-3) / 1e9 for c, c_ms in zip(convs, conv_runs)]
+        ceiling = _ceiling_summary(convs, rates)
+        result.update(ceiling_gflops=ceiling['gflops'], ceiling_ratio=result['gflops'] / ceiling['gflops'],
+                      ceiling_levels=ceiling['levels'])
     return result
 
 
@@ -227,11 +263,13 @@ def cpu_layout_variants(net: nn.Module, size: int, repeats: int) -> dict:
 
 
 ALLOCATOR_CHILD = r'''
-import json, statistics, sys, time
+import json, os, statistics, sys, time
 sys.path.insert(0, sys.argv[1])
 import torch
 torch.set_num_threads(int(sys.argv[4]))
 from drcnet.archs.drcnet_arch import DRCNet
+from drcnet.engine.device import pick_device, reuse_freed_cpu_memory
+pick_device('cpu')
 torch.manual_seed(0)
 net = DRCNet(wf=64, depth=4).eval()
 x = torch.rand(1, 3, int(sys.argv[2]), int(sys.argv[2]))
@@ -242,21 +280,20 @@ with torch.inference_mode():
         start = time.perf_counter()
         net(x)
         runs.append((time.perf_counter() - start) * 1e3)
-print(json.dumps({'median_ms': statistics.median(runs)}))
+print(json.dumps({'median_ms': statistics.median(runs), 'tuned': reuse_freed_cpu_memory()}))
 '''
-# glibc: serve large blocks from the heap and keep freed memory, so that a forward pass reuses
-# pages instead of faulting fresh ones in (jemalloc or tcmalloc via LD_PRELOAD do the same).
-TUNED_MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': str(2 ** 32), 'MALLOC_TRIM_THRESHOLD_': str(2 ** 34)}
 
 
-def measure_allocator_tuned(size: int, repeats: int, threads: Optional[int] = None) -> dict:
-    """Paper-network forward in a child process whose glibc allocator keeps freed memory (a deployment tip)."""
-    env = dict(os.environ, **TUNED_MALLOC_ENV)
+def measure_default_allocator(size: int, repeats: int, threads: Optional[int] = None) -> dict:
+    """Paper-network forward in a child process that leaves glibc's allocator at its defaults
+    (``DRCNET_CPU_ALLOCATOR=default``), for comparison with drcnet's setting (engine/device.py)."""
+    env = dict(os.environ, DRCNET_CPU_ALLOCATOR='default')
     proc = subprocess.run([sys.executable, '-c', ALLOCATOR_CHILD, str(ROOT), str(size), str(repeats),
                            str(threads or torch.get_num_threads())], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         return {'unavailable': f'child failed: {proc.stderr.strip().splitlines()[-1:]}'}
-    return {'ms': json.loads(proc.stdout.strip().splitlines()[-1])['median_ms'], 'env': TUNED_MALLOC_ENV}
+    child = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {'ms': child['median_ms'], 'allocator_tuned': child['tuned']}
 
 
 # ------------------------------------------------------------------------------------- DFR profile
@@ -517,7 +554,9 @@ sys.path.insert(0, sys.argv[1])
 import torch
 torch.set_num_threads(int(sys.argv[5]))
 from drcnet.archs.drcnet_arch import DRCNet
+from drcnet.engine.device import pick_device
 from drcnet.inference.tiling import restore
+pick_device('cpu')  # as drcnet-infer does on a CPU
 h, w, tile = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 torch.manual_seed(0)
 net = DRCNet(wf=64, depth=4).eval()
@@ -625,9 +664,9 @@ def print_table(results: dict) -> None:
                     extra.append(f"NCHW maps {r['nchw_maps_ms']:.1f} ms")
                 if 'reference_path_ms' in r:
                     extra.append(f"reference path {r['reference_path_ms']:.1f} ms")
-                tuned = r.get('allocator_tuned', {})
-                if 'ms' in tuned:
-                    extra.append(f"tuned glibc malloc {tuned['ms']:.1f} ms")
+                untuned = r.get('default_allocator', {})
+                if 'ms' in untuned:
+                    extra.append(f"glibc malloc defaults {untuned['ms']:.1f} ms")
                 if extra:
                     print(f"{'':<14}(same results: {', '.join(extra)})")
     if 'dfr_profile' in results:
@@ -688,6 +727,8 @@ def run(args: argparse.Namespace) -> dict:
     results: dict = {'meta': {
         'torch': torch.__version__, 'device': str(device), 'threads': torch.get_num_threads(), 'dtype': 'float32',
         'quick': quick, 'repeats': repeats, 'cpu': platform.processor() or platform.machine(),
+        'cpu_allocator': ('freed memory kept for reuse (drcnet.engine.device)' if reuse_freed_cpu_memory()
+                          else 'C library defaults'),
         'load_before': load_average(), 'started': time.strftime('%Y-%m-%d %H:%M:%S')}}
 
     if 'forward' in sections:
@@ -697,19 +738,18 @@ def run(args: argparse.Namespace) -> dict:
             net = DRCNet(**kwargs).to(device).eval()
             for size in (256, 512):
                 x = torch.rand(1, 3, size, size, device=device)
-                ceiling = conv_ceiling(conv_flops_by_level(net, x), device=device, repeats=repeats)
-                results['conv_ceiling_gflops'].setdefault(name, {})[str(size)] = ceiling['gflops']
-                results['conv_ceiling_levels'].setdefault(name, {})[str(size)] = ceiling['levels']
-                r = measure_forward(net, size, repeats, ceiling['gflops'], device=device)
+                r = measure_forward(net, size, repeats, conv_flops_by_level(net, x), device=device)
+                results['conv_ceiling_gflops'].setdefault(name, {})[str(size)] = r['ceiling_gflops']
+                results['conv_ceiling_levels'].setdefault(name, {})[str(size)] = r.pop('ceiling_levels')
                 results['forward'].setdefault(name, {})[str(size)] = r
                 print(f'forward {name} {size}: {r["ms"]:.1f} ms, ratio {r["ceiling_ratio"]:.2f}', file=sys.stderr)
             if device.type == 'cpu':
                 results['forward'][name]['256'].update(cpu_layout_variants(net, 256, repeats))
             del net
         if device.type == 'cpu':
-            tuned = measure_allocator_tuned(256, repeats)
-            results['forward']['paper']['256']['allocator_tuned'] = tuned
-            print(f'forward paper 256 with a tuned allocator: {tuned}', file=sys.stderr)
+            untuned = measure_default_allocator(256, repeats)
+            results['forward']['paper']['256']['default_allocator'] = untuned
+            print(f'forward paper 256 with glibc malloc defaults: {untuned}', file=sys.stderr)
 
     if 'dfr_profile' in sections:
         torch.manual_seed(0)

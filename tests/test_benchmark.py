@@ -59,12 +59,18 @@ def test_ceiling_and_forward_give_sane_positive_numbers(bench):
     rates = [lvl['gflops'] for lvl in ceiling['levels']]
     assert min(rates) * 0.999 <= ceiling['gflops'] <= max(rates) * 1.001
 
-    result = bench.measure_forward(net, 32, repeats=1, ceiling_gflops=ceiling['gflops'])
+    # the forward's own ceiling, timed between its runs, at the same levels
+    result = bench.measure_forward(net, 32, repeats=2, levels=bench.conv_flops_by_level(net, x))
     for key in ('ms', 'gflop', 'gflops', 'ceiling_gflops', 'ceiling_ratio'):
         assert positive(result[key]), key
+    assert len(result['runs_ms']) == 2
     assert result['gflop'] == pytest.approx(bench.count_flops(net, x) / 1e9)
     assert result['gflops'] == pytest.approx(result['gflop'] / (result['ms'] / 1e3))
-    assert result['ceiling_ratio'] == pytest.approx(result['gflops'] / ceiling['gflops'])
+    assert result['ceiling_ratio'] == pytest.approx(result['gflops'] / result['ceiling_gflops'])
+    assert [lvl['width'] for lvl in result['ceiling_levels']] == [4, 8, 16]
+    rates = [lvl['gflops'] for lvl in result['ceiling_levels']]
+    assert min(rates) * 0.999 <= result['ceiling_gflops'] <= max(rates) * 1.001
+    assert 'ceiling_ratio' not in bench.measure_forward(net, 32, repeats=1)
     json.dumps(result)
 
 
