@@ -251,17 +251,23 @@ def test_block_inference_training_and_reference_paths_agree(block, region_stats,
 
 @pytest.mark.parametrize('kernel', [1, 3])
 def test_fused_convolutions_equal_their_plain_forms(kernel):
-    from drcnet.archs.dfr_block import conv_add_, conv_leaky_relu, conv_mul, conv_sigmoid
+    from drcnet.archs.onednn import conv2d, conv_add_, conv_leaky_relu, conv_mul, conv_sigmoid
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(6, 8, kernel, padding=kernel // 2)
     x = torch.randn(2, 6, 9, 11).contiguous(memory_format=torch.channels_last)
     acc = torch.randn(2, 8, 9, 11).contiguous(memory_format=torch.channels_last)
-    half_w, half_b = conv.weight[:, :3], None
     with torch.no_grad():
+        torch.testing.assert_close(conv2d(conv, x), conv(x), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(conv_add_(acc.clone(), conv, x), acc + conv(x), atol=1e-5, rtol=1e-5)
-        plain_half = acc + torch.nn.functional.conv2d(x[:, :3], half_w, half_b, padding=kernel // 2)
-        torch.testing.assert_close(conv_add_(acc.clone(), conv, x[:, :3], half_w, half_b), plain_half,
+        # one part of a convolution over a concatenation: input channels 3..5, with and without the bias
+        part = torch.nn.functional.conv2d(x[:, 3:], conv.weight[:, 3:], None, padding=kernel // 2)
+        torch.testing.assert_close(conv2d(conv, x[:, 3:].contiguous(memory_format=torch.channels_last),
+                                          slice(3, 6), bias=False), part, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(conv_add_(acc.clone(), conv, x[:, 3:], slice(3, 6), bias=False), acc + part,
                                    atol=1e-5, rtol=1e-5)
+        first = torch.nn.functional.conv2d(x[:, :3], conv.weight[:, :3], conv.bias, padding=kernel // 2)
+        torch.testing.assert_close(conv2d(conv, x[:, :3].contiguous(memory_format=torch.channels_last),
+                                          slice(0, 3)), first, atol=1e-5, rtol=1e-5)
         out = conv_add_(acc, conv, x)
         assert out.data_ptr() == acc.data_ptr()  # accumulated in place
         torch.testing.assert_close(conv_leaky_relu(conv, x, 0.2),
@@ -269,6 +275,26 @@ def test_fused_convolutions_equal_their_plain_forms(kernel):
         torch.testing.assert_close(conv_sigmoid(conv, x), torch.sigmoid(conv(x)), atol=1e-5, rtol=1e-5)
         gate = torch.rand_like(acc)
         torch.testing.assert_close(conv_mul(conv, x, gate), conv(x) * gate, atol=1e-5, rtol=1e-5)
+
+
+def test_packed_weights_follow_weight_and_input_changes():
+    from drcnet.archs.onednn import conv2d
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 8, 3, padding=1)
+    x = torch.randn(1, 4, 12, 10).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        first = conv2d(conv, x)
+        conv.weight.mul_(-2)  # in place, as an optimiser step
+        torch.testing.assert_close(conv2d(conv, x), conv(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(conv2d(conv, x), -2 * (first - conv.bias.view(1, -1, 1, 1))
+                                   + conv.bias.view(1, -1, 1, 1), atol=1e-5, rtol=1e-5)
+        conv.load_state_dict({'weight': torch.randn(8, 4, 3, 3), 'bias': torch.zeros(8)})
+        torch.testing.assert_close(conv2d(conv, x), conv(x), atol=1e-5, rtol=1e-5)
+        conv.weight = torch.nn.Parameter(torch.randn(8, 4, 3, 3))  # a new tensor
+        torch.testing.assert_close(conv2d(conv, x), conv(x), atol=1e-5, rtol=1e-5)
+        other = torch.randn(3, 4, 7, 9).contiguous(memory_format=torch.channels_last)  # another input shape
+        torch.testing.assert_close(conv2d(conv, other), conv(other), atol=1e-5, rtol=1e-5)
+    copy.deepcopy(conv)  # the packed weights live outside the module
 
 
 def test_inference_under_cpu_autocast_stays_close_to_float32(photo):

@@ -11,11 +11,11 @@ Every module here has three numerically equal paths (tests compare them to 1e-5)
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from drcnet.archs.onednn import conv2d, conv_add_, conv_leaky_relu, conv_mul, conv_sigmoid  # noqa: F401
 
 BLOCKS = ('dfr', 'base', 'sf', 'ea', 'sf_identity', 'sf_ea')
 REGION_STATS = ('sample', 'batch')
@@ -33,63 +33,6 @@ def set_reference_path(module: nn.Module, enabled: bool = True) -> nn.Module:
 def _overwrite_ok() -> bool:
     """True when no autograd graph is recorded, so a block may overwrite the maps it computed itself."""
     return not torch.is_grad_enabled()
-
-
-@functools.lru_cache(maxsize=None)
-def _onednn_fusion_available() -> bool:
-    """oneDNN's fused convolution kernels (the ones torch.compile emits on CPU) exist in this build."""
-    try:
-        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, '_convolution_pointwise_')
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def _fusable(conv: nn.Conv2d, *maps: torch.Tensor) -> bool:
-    """float32 channels-last CPU maps, no autograd, no autocast, a plain zero-padded convolution."""
-    return (_onednn_fusion_available() and torch.backends.mkldnn.enabled and not torch.is_grad_enabled()
-            and not torch.is_autocast_enabled('cpu')
-            and conv.padding_mode == 'zeros' and not isinstance(conv.padding, str)
-            and all(m.device.type == 'cpu' and m.dtype == torch.float32 and m.dim() == 4
-                    and m.is_contiguous(memory_format=torch.channels_last) for m in maps))
-
-
-def conv_add_(out: torch.Tensor, conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor | None = None,
-              bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``out += conv(x)`` in place (no autograd); on CPU the sum is fused into oneDNN's convolution,
-    so the convolution's output map is never allocated. A given ``weight`` (with ``bias``, possibly
-    None) replaces conv's parameters."""
-    if weight is None:
-        weight, bias = conv.weight, conv.bias
-    if _fusable(conv, out, x):
-        return torch.ops.mkldnn._convolution_pointwise_.binary(
-            out, x, weight.contiguous(), bias, list(conv.padding), list(conv.stride), list(conv.dilation),
-            conv.groups, 'add', 1.0, None, [], None)
-    return out.add_(F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups))
-
-
-def _conv_args(conv: nn.Conv2d) -> tuple:
-    return conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups
-
-
-def conv_leaky_relu(conv: nn.Conv2d, x: torch.Tensor, slope: float) -> torch.Tensor:
-    """``leaky_relu(conv(x))``, fused by oneDNN on CPU when no autograd graph is recorded."""
-    if _fusable(conv, x):
-        return torch.ops.mkldnn._convolution_pointwise(x, *_conv_args(conv), 'leaky_relu', [slope], '')
-    return F.leaky_relu(conv(x), slope, inplace=True)
-
-
-def conv_sigmoid(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``sigmoid(conv(x))``, fused by oneDNN on CPU when no autograd graph is recorded."""
-    if _fusable(conv, x):
-        return torch.ops.mkldnn._convolution_pointwise(x, *_conv_args(conv), 'sigmoid', [], '')
-    return torch.sigmoid(conv(x))
-
-
-def conv_mul(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """``conv(x) * other`` (same shapes), fused by oneDNN on CPU when no autograd graph is recorded."""
-    if _fusable(conv, x, other):
-        return torch.ops.mkldnn._convolution_pointwise.binary(x, other, *_conv_args(conv), 'mul', None, None, [], None)
-    return conv(x) * other
 
 
 def energy_attention_reference(x: torch.Tensor, delta: float = 1e-6) -> torch.Tensor:
@@ -378,7 +321,7 @@ class DFRBlock(nn.Module):
         out = attention = scratch = None
         if self.has_spatial:
             if self.use_norm:
-                out = self.conv_1(x)
+                out = conv2d(self.conv_1, x)
                 # one scratch map serves the norm (its first half) and then the attention
                 scratch = torch.empty_like(out)
                 self.norm.forward_(out[:, :out.shape[1] // 2], scratch)
@@ -386,7 +329,8 @@ class DFRBlock(nn.Module):
             else:
                 out = conv_leaky_relu(self.conv_1, x, self.relu_slope)
         if self.has_attention:
-            attention = F.leaky_relu_(_energy_attention_(self.conv_2(x), self.ea_lambda, scratch), self.relu_slope)
+            attention = F.leaky_relu_(_energy_attention_(conv2d(self.conv_2, x), self.ea_lambda, scratch),
+                                      self.relu_slope)
             out = attention if out is None else out.mul_(attention)
         if self.has_identity:
             conv_add_(out, self.identity, x)
@@ -414,5 +358,5 @@ class DFRBlock(nn.Module):
             if fuse:
                 out = out + self.csff_enc(enc) + self.csff_dec(dec)
         if self.has_downsample:
-            return self.downsample(out), out
+            return conv2d(self.downsample, out), out
         return None, out

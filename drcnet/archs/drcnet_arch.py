@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from drcnet.archs.dfr_block import (BLOCKS, REGION_STATS, DFRBlock, _overwrite_ok, conv_add_, conv_leaky_relu,
-                                    conv_mul, conv_sigmoid)
+from drcnet.archs.dfr_block import BLOCKS, REGION_STATS, DFRBlock, _overwrite_ok
+from drcnet.archs.onednn import conv2d, conv_add_, conv_leaky_relu, conv_mul, conv_sigmoid
 from drcnet.registry import ARCH_REGISTRY
 
 
@@ -26,20 +26,21 @@ def _conv_of_concat(conv: nn.Conv2d, parts: Sequence[torch.Tensor]) -> torch.Ten
 
 def _conv_of_concat_into(out: torch.Tensor | None, conv: nn.Conv2d, parts: Sequence[torch.Tensor]) -> torch.Tensor:
     """``out + conv(torch.cat(parts, dim=1))`` (in place when no autograd graph is recorded)."""
-    if out is None and len(parts) == 1:
-        return conv(parts[0])
+    if len(parts) == 1:
+        part = parts[0]
+        if out is None:
+            return conv2d(conv, part)
+        return conv_add_(out, conv, part) if _overwrite_ok() else out + conv(part)
     start = 0
     for part in parts:
-        stop = start + part.shape[1]
-        weight = conv.weight[:, start:stop] if len(parts) > 1 else conv.weight
-        bias = conv.bias if start == 0 else None
+        channels = slice(start, start + part.shape[1])
         if out is None:
-            out = F.conv2d(part, weight, bias, conv.stride, conv.padding)
+            out = conv2d(conv, part, channels, bias=start == 0)
         elif _overwrite_ok():
-            conv_add_(out, conv, part, weight, bias)
+            conv_add_(out, conv, part, channels, bias=start == 0)
         else:
-            out = out + F.conv2d(part, weight, bias, conv.stride, conv.padding)
-        start = stop
+            out = out + conv2d(conv, part, channels, bias=start == 0)
+        start = channels.stop
     return out
 
 
@@ -89,7 +90,7 @@ class SAM(nn.Module):
 
     def forward(self, feat: torch.Tensor, image: torch.Tensor):
         """feat (B, C, H, W), image (B, 3, H, W) -> gated feat (B, C, H, W), stage-1 image (B, 3, H, W)."""
-        restored = self.conv2(feat) + image
+        restored = conv2d(self.conv2, feat) + image
         if _overwrite_ok():
             return conv_mul(self.conv1, feat, conv_sigmoid(self.conv3, restored)).add_(feat), restored
         return torch.addcmul(feat, self.conv1(feat), torch.sigmoid(self.conv3(restored))), restored
@@ -196,7 +197,7 @@ class DRCNet(nn.Module):
     def _decode(ups, skip_convs, x, skips):
         outs = []
         for k, (up, skip_conv) in enumerate(zip(ups, skip_convs)):
-            x = up(x, skip_conv(skips[-k - 2]))
+            x = up(x, conv2d(skip_conv, skips[-k - 2]))
             outs.append(x)
         return x, outs[::-1]  # shallow to deep, to line up with encoder levels
 
@@ -209,17 +210,17 @@ class DRCNet(nn.Module):
             # back around every convolution (and the DFR statistics read NHWC just as well).
             image = image.contiguous(memory_format=torch.channels_last)
 
-        feat, encs = self._encode(self.down_path_1, self.conv_01(image))
+        feat, encs = self._encode(self.down_path_1, conv2d(self.conv_01, image))
         feat, decs = self._decode(self.up_path_1, self.skip_conv_1, feat, encs)
         gated, stage1 = self.sam12(feat, image)
 
         if self.use_reference:
             feat = self.cat12(torch.cat([self.conv_02(image), gated], dim=1))
         else:
-            feat = _conv_of_concat(self.cat12, [self.conv_02(image), gated])
+            feat = _conv_of_concat(self.cat12, [conv2d(self.conv_02, image), gated])
         del gated
         feat, encs2 = self._encode(self.down_path_2, feat, encs, decs)
         del encs, decs  # (emptied) so that inference frees stage 1's maps before stage 2 decodes
         feat, _ = self._decode(self.up_path_2, self.skip_conv_2, feat, encs2)
-        stage2 = self.last(feat) + image
+        stage2 = conv2d(self.last, feat) + image
         return [stage1[..., :h, :w].contiguous(), stage2[..., :h, :w].contiguous()]
