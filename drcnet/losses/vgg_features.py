@@ -236,6 +236,9 @@ class VGGFeatureExtractor(nn.Module):
             raise ValueError(f'VGGFeatureExtractor: expected (B, 3, H, W) RGB input, got shape {tuple(x.shape)}')
         if self.use_input_norm:
             x = (x - self.mean) / self.std
+        if x.device.type == 'cpu':
+            # oneDNN convolves NHWC maps directly; NCHW ones are reordered around every convolution
+            x = x.contiguous(memory_format=torch.channels_last)
         out: Dict[str, torch.Tensor] = {}
         for index, module in enumerate(self.features):
             x = module(x)
