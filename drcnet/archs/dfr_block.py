@@ -52,14 +52,20 @@ def energy_attention(x: torch.Tensor, delta: float = 1e-6) -> torch.Tensor:
     return x * torch.sigmoid(torch.addcmul(torch.full_like(v, 0.5), scaled, scaled))
 
 
-def _dense_like(x: torch.Tensor, scratch: torch.Tensor | None) -> torch.Tensor:
-    """A map of x's shape and layout, dense, on the front of ``scratch``'s memory (or new)."""
-    if scratch is None or scratch.numel() < x.numel():
+def _dense_like(x: torch.Tensor, scratch: torch.Tensor | None, index: int = 0) -> torch.Tensor:
+    """A map of x's shape and layout, dense, the ``index``-th of x's size in ``scratch``'s memory (or new)."""
+    size = x.numel()
+    if scratch is None or scratch.numel() < (index + 1) * size:
         return torch.empty_like(x, memory_format=torch.preserve_format)
     b, c, h, w = x.shape
+    offset = scratch.storage_offset() + index * size
     if x.is_contiguous(memory_format=torch.channels_last) or scratch.is_contiguous(memory_format=torch.channels_last):
-        return scratch.as_strided((b, c, h, w), (c * h * w, 1, w * c, c))
-    return scratch.as_strided((b, c, h, w), (c * h * w, h * w, w, 1))
+        return scratch.as_strided((b, c, h, w), (c * h * w, 1, w * c, c), offset)
+    return scratch.as_strided((b, c, h, w), (c * h * w, h * w, w, 1), offset)
+
+
+def _is_dense(x: torch.Tensor) -> bool:
+    return x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
 
 
 def _energy_attention_(x: torch.Tensor, delta: float, scratch: torch.Tensor | None = None) -> torch.Tensor:
@@ -67,9 +73,10 @@ def _energy_attention_(x: torch.Tensor, delta: float, scratch: torch.Tensor | No
     n = max(x.shape[-2] * x.shape[-1] - 1, 1)
     energy = torch.sub(x, x.mean(dim=(-2, -1), keepdim=True), out=_dense_like(x, scratch))
     energy.mul_(energy)
-    # a plain sum of the squares: far faster than vector_norm over the H, W of a channels-last map
-    scale = 1 / (4 * (energy.sum(dim=(-2, -1), keepdim=True) / n + delta))
-    torch.addcmul(energy.new_tensor(0.5), energy, scale, out=energy).sigmoid_()
+    # a plain sum of the squares: far faster than vector_norm over the H, W of a channels-last map;
+    # scale = 1 / (4 (sum / n + delta))
+    scale = energy.sum(dim=(-2, -1), keepdim=True).mul_(4 / n).add_(4 * delta).reciprocal_()
+    torch.addcmul(scale.new_full((), 0.5), energy, scale, out=energy).sigmoid_()
     return x.mul_(energy)
 
 
@@ -81,7 +88,7 @@ def _instance_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) ->
 
 
 class _RegionStats:
-    """Constants of the closed-form region norm, per image and channel.
+    """Constants of the closed-form region norm, per image and channel, for both regions at once.
 
     Region r's filled map is x inside r and mu_r outside. Its instance mean is the centre
     c_r = mu_r + e_r, e_r = (S_r - A_r mu_r) / HW (S_r, A_r: this image's sum and area in r; e_r = 0
@@ -89,57 +96,56 @@ class _RegionStats:
     positive terms. A pixel of region r then normalises to (x - c_r) g_r + k_r, with
     g_r = w sqrt(area_r / P) / sqrt(var_r + eps) and k_r = b (sqrt(area_in / P) + sqrt(area_out / P))
     - e_other g_other, the other region's filled map being the constant mu_other there.
+
+    Constants are (B, 2, C, 1, 1) tensors, index 0 of dim 1 for the region (mask = 1) and 1 for its
+    complement, so that each step is one operation for both regions; ``unbind(1)`` splits them.
     """
 
     def __init__(self, x: torch.Tensor, mask: torch.Tensor, pooled: bool):
+        b, c, h, w = x.shape
         self.pooled = pooled
-        self.hw = mask.shape[-2] * mask.shape[-1]
-        self.positions = self.hw * (mask.shape[0] if pooled else 1)
+        self.hw = h * w
+        self.positions = self.hw * (b if pooled else 1)
         self.mask, self.mask_out = mask, 1 - mask
-        self.image_area_in = mask.sum(dim=(2, 3), keepdim=True)
-        self.image_area_out = self.hw - self.image_area_in
-        area_in = self.pool(self.image_area_in)
+        # the two regions as the rows of one (B, 2, HW) matrix: both regions' sums in one product
+        self.regions = torch.stack([mask.reshape(b, self.hw), self.mask_out.reshape(b, self.hw)], dim=1)
+        self.image_area = self.regions.sum(dim=2).view(b, 2, 1, 1, 1)
         # an empty region counts as area 1 (its mean is then 0, as its sums are)
-        self.area_in = area_in.clamp(min=1)
-        self.area_out = (self.positions - area_in).clamp(min=1)
-        sum_in, sum_out = self.region_sums(x)
-        self.mu_in, self.mu_out = self.pool(sum_in) / self.area_in, self.pool(sum_out) / self.area_out
+        self.area = self.pool(self.image_area).clamp(min=1)
+        sums = self.region_sums(x)
+        self.mu = self.pool(sums) / self.area
         if pooled:
-            self.e_in = (sum_in - self.image_area_in * self.mu_in) / self.hw
-            self.e_out = (sum_out - self.image_area_out * self.mu_out) / self.hw
-            self.centre_in, self.centre_out = self.mu_in + self.e_in, self.mu_out + self.e_out
+            self.e = (sums - self.image_area * self.mu) / self.hw
+            self.centre = self.mu + self.e
         else:
-            self.centre_in, self.centre_out = self.mu_in, self.mu_out
+            self.centre = self.mu
 
     def pool(self, per_image: torch.Tensor) -> torch.Tensor:
         return per_image.sum(dim=0, keepdim=True) if self.pooled else per_image
 
-    def region_sums(self, x: torch.Tensor):
-        """Sums over H, W of x inside and outside the region, (B, C, 1, 1) each, as matrix-vector products.
+    def region_sums(self, x: torch.Tensor) -> torch.Tensor:
+        """Sums over H, W of x inside and outside the region, (B, 2, C, 1, 1), as one matrix product.
 
         Both are summed directly: one as the total minus the other loses all precision when a
         region holds a few pixels only.
         """
         b, c, h, w = x.shape
-        flat = x.reshape(b, c, h * w)
-        return (torch.matmul(flat, self.mask.reshape(b, h * w, 1)).view(b, c, 1, 1),
-                torch.matmul(flat, self.mask_out.reshape(b, h * w, 1)).view(b, c, 1, 1))
+        # (2, HW) @ (HW, C): the product reads a channels-last map row by row, as it lies in memory
+        return torch.matmul(self.regions, x.reshape(b, c, h * w).transpose(1, 2)).view(b, 2, c, 1, 1)
 
     def gains(self, square: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
-        """g_in, g_out and the offsets k_in, k_out (equal with per-image statistics) from (x - c_r)^2."""
-        sq_in, sq_out = self.region_sums(square)
+        """g (B, 2, C, 1, 1) and the offsets k, (B, 2, C, 1, 1), or (B, C, 1, 1) for both regions with
+        per-image statistics, from the map of (x - c_r)^2."""
+        sq = self.region_sums(square)
         if self.pooled:
-            sq_in = sq_in + self.image_area_out * self.e_in.square()
-            sq_out = sq_out + self.image_area_in * self.e_out.square()
-        scale_in = torch.sqrt(self.area_in / self.positions)
-        scale_out = torch.sqrt(self.area_out / self.positions)
-        weight, bias = weight.view(1, -1, 1, 1), bias.view(1, -1, 1, 1)
-        g_in = weight * scale_in * torch.rsqrt(sq_in / self.hw + IN_EPS)
-        g_out = weight * scale_out * torch.rsqrt(sq_out / self.hw + IN_EPS)
-        offset = bias * (scale_in + scale_out)
+            # the other region's area times this region's e^2: its filled part, off the centre by e
+            sq = sq + self.image_area.flip(1) * self.e.square()
+        scale = torch.sqrt(self.area / self.positions)
+        g = torch.rsqrt(sq.div(self.hw).add_(IN_EPS)) * scale * weight.view(-1, 1, 1)
+        offset = bias.view(-1, 1, 1) * scale.sum(dim=1)
         if self.pooled:
-            return g_in, g_out, offset - self.e_out * g_out, offset - self.e_in * g_in
-        return g_in, g_out, offset, offset
+            return g, offset.unsqueeze(1) - (self.e * g).flip(1)
+        return g, offset
 
 
 class SpatialResponse(nn.Module):
@@ -207,32 +213,36 @@ class RegionNorm(nn.Module):
         stats = _RegionStats(x, mask, self.region_stats == 'batch')
         inside = mask > 0.5
         # where(), not c_out + mask * (c_in - c_out): a far-off other region must not cost precision
-        centred = x - torch.where(inside, stats.centre_in, stats.centre_out)
-        g_in, g_out, k_in, k_out = stats.gains(centred.square(), self.bn_norm.weight, self.bn_norm.bias)
-        offset = torch.where(inside, k_in, k_out) if stats.pooled else k_in
-        out = torch.addcmul(offset, centred, torch.where(inside, g_in, g_out))
+        centred = x - torch.where(inside, *stats.centre.unbind(1))
+        g, k = stats.gains(centred.square(), self.bn_norm.weight, self.bn_norm.bias)
+        offset = torch.where(inside, *k.unbind(1)) if stats.pooled else k
+        out = torch.addcmul(offset, centred, torch.where(inside, *g.unbind(1)))
         if gamma is None:
             return out
         return torch.addcmul(beta, out, 1 + gamma)
 
     def modulated_(self, x: torch.Tensor, mask: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
-                   scratch: torch.Tensor | None = None) -> torch.Tensor:
+                   scratch: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
         """``modulated`` computed in place in ``x`` (no autograd; x may be a channel slice), using
-        the memory of ``scratch`` (at least x's size) when given."""
+        the memory of ``scratch`` (at least x's size) when given; the result goes to ``out`` if given
+        (x then holds intermediate values)."""
         stats = _RegionStats(x, mask, self.region_stats == 'batch')
         mask_out = stats.mask_out
         # With a binary mask one of the two terms is an exact zero, so each pixel gets x - c_r and
         # later g_r correctly rounded (as where() would, but in place and several times faster).
-        centred = x.addcmul_(mask, -stats.centre_in).addcmul_(mask_out, -stats.centre_out)
+        minus_in, minus_out = stats.centre.neg().unbind(1)
+        centred = x.addcmul_(mask, minus_in).addcmul_(mask_out, minus_out)
         # the one scratch map: dense even when x is a channel slice, so its sums read contiguous memory
         scratch = torch.mul(centred, centred, out=_dense_like(centred, scratch))
-        g_in, g_out, k_in, k_out = stats.gains(scratch, self.bn_norm.weight, self.bn_norm.bias)
-        centred.mul_(torch.mul(mask, g_in, out=scratch).addcmul_(mask_out, g_out))
+        g, k = stats.gains(scratch, self.bn_norm.weight, self.bn_norm.bias)
+        g_in, g_out = g.unbind(1)
+        gain = torch.mul(mask, g_in, out=scratch).addcmul_(mask_out, g_out)
         if stats.pooled:
-            centred.addcmul_(mask, k_in).addcmul_(mask_out, k_out)
+            k_in, k_out = k.unbind(1)
+            centred.mul_(gain).addcmul_(mask, k_in).addcmul_(mask_out, k_out)
         else:
-            centred.add_(k_in)
-        return torch.addcmul(beta, centred, 1 + gamma, out=centred)
+            torch.addcmul(k, centred, gain, out=centred)
+        return torch.addcmul(beta, centred, 1 + gamma, out=centred if out is None else out)
 
 
 class AdaptiveFeatureNorm(nn.Module):
@@ -249,7 +259,8 @@ class AdaptiveFeatureNorm(nn.Module):
     def degraded_mask(self, x: torch.Tensor):
         """Binary mask (M_sr >= t, no gradient), gamma and beta, each (B, 1, H, W)."""
         response, gamma, beta = self.sa(x)
-        return (response >= self.threshold).to(x.dtype).detach(), gamma, beta
+        mask = (response >= self.threshold).to(x.dtype)
+        return (mask.detach() if mask.requires_grad else mask), gamma, beta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W)."""
@@ -259,9 +270,18 @@ class AdaptiveFeatureNorm(nn.Module):
         return self.rn.modulated(x, mask, gamma, beta)
 
     def forward_(self, x: torch.Tensor, scratch: torch.Tensor | None = None) -> torch.Tensor:
-        """In-place ``forward`` (no autograd): overwrites ``x``; may use ``scratch``'s memory."""
-        mask, gamma, beta = self.degraded_mask(x)
-        return self.rn.modulated_(x, mask, gamma, beta, scratch)
+        """In-place ``forward`` (no autograd): overwrites ``x``; may use ``scratch``'s memory (twice x's size
+        when x is a channel slice)."""
+        if _is_dense(x):
+            mask, gamma, beta = self.degraded_mask(x)
+            return self.rn.modulated_(x, mask, gamma, beta, scratch)
+        # A channel slice of a channels-last map: the statistics and the ~10 passes over it run on a
+        # dense copy (several times faster on narrow slices); the last one writes the result back.
+        work, spare = _dense_like(x, scratch, 0), _dense_like(x, scratch, 1)
+        work.copy_(x)
+        mask, gamma, beta = self.degraded_mask(work)
+        self.rn.modulated_(work, mask, gamma, beta, spare, out=x)
+        return x
 
 
 class DFRBlock(nn.Module):
