@@ -14,8 +14,12 @@ logger = logging.getLogger('basicsr')
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-_MMAP_THRESHOLD = 1 << 30  # blocks up to 1 GiB come from the heap ...
-_TRIM_THRESHOLD = (1 << 31) - 1  # ... and the heap is not shrunk when they are freed
+# Blocks up to 32 MiB (a 64-channel 256 x 256 map is 16 MiB) come from the heap, which is never
+# shrunk when they are freed; larger ones are mapped and returned at once as by default, so that
+# tiles of large images do not pin memory (a 4000 x 3000 image in 512 px tiles peaks ~2.1 GB
+# either way, 2.6 GB when all blocks come from the heap).
+_MMAP_THRESHOLD = 32 << 20
+_TRIM_THRESHOLD = (1 << 31) - 1
 ALLOCATOR_ENV = 'DRCNET_CPU_ALLOCATOR'  # 'default' leaves the C allocator as it is
 _allocator_state: dict = {}
 
@@ -28,9 +32,9 @@ def reuse_freed_cpu_memory() -> bool:
     """Make glibc's malloc keep freed memory for the next tensors instead of returning it to the system.
 
     A CPU forward pass allocates and frees maps of several MB each; by default glibc hands such blocks
-    back (munmap, heap trimming) and every pass faults fresh zeroed pages in again, about 7 % of a
-    paper-network forward at 256 px (``scripts/benchmark.py``). The process then keeps its peak memory,
-    as jemalloc or tcmalloc would. Called once per process by ``pick_device`` on the CPU; a no-op
+    back (munmap, heap trimming) and every pass faults fresh zeroed pages in again, 10-15 % of a
+    paper-network forward at 256 px (``scripts/benchmark.py``). The process keeps the memory of
+    those blocks, as jemalloc or tcmalloc would. Called once per process by ``pick_device`` on the CPU; a no-op
     off glibc, when ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` or ``LD_PRELOAD`` choose
     otherwise, or with ``DRCNET_CPU_ALLOCATOR=default``. Returns whether the setting is in effect.
     """
