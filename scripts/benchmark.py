@@ -511,10 +511,9 @@ def measure_data(gt_size: int, batches: int, step_ms: Optional[float], workdir: 
         result['consumed_samples_per_s'] = consumed
         result['consumed_from'] = f'paper-network L1 training step of {step_ms:.0f} ms on 4 x 128^2 px'
     for name, (gt, lq, backend) in roots.items():
-        # fresh data set objects, worker runs first: as in training, the main process has not
-        # opened the lmdb files when the workers start
+        # a fresh data set object per loader, as a training run builds it
         entry = result.setdefault(name, {})
-        for w in (2, 0):
+        for w in (0, 2):
             try:
                 dataset = PairedRestorationDataset(str(gt), str(lq), io_backend=backend, gt_size=gt_size,
                                                    use_hflip=True, use_rot=True, phase='train')
