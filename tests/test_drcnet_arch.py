@@ -247,3 +247,15 @@ def test_unfused_fallbacks_give_the_same_restoration(photo):
         with torch.backends.mkldnn.flags(enabled=False):
             plain = net(x)[-1]
     torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_torch_compile_traces_the_plain_path(photo):
+    # under torch.compile the in-place oneDNN path (scratch-map views, packed weights) must step aside;
+    # with symbolic sizes (what any-size inputs get after a recompile) tracing it failed
+    net = mixed_net().eval()
+    x = photo('rocket', (40, 48))
+    with torch.no_grad():
+        eager = net(x)[-1]
+        torch._dynamo.reset()
+        compiled = torch.compile(net, backend='aot_eager', dynamic=True)(x)[-1]
+    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)

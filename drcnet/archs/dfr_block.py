@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from drcnet.archs.onednn import conv2d, conv_add_, conv_leaky_relu, conv_mul, conv_sigmoid  # noqa: F401
+from drcnet.archs.onednn import conv2d, conv_add_, conv_leaky_relu, eager_inference
 
 BLOCKS = ('dfr', 'base', 'sf', 'ea', 'sf_identity', 'sf_ea')
 REGION_STATS = ('sample', 'batch')
@@ -31,8 +31,9 @@ def set_reference_path(module: nn.Module, enabled: bool = True) -> nn.Module:
 
 
 def _overwrite_ok() -> bool:
-    """True when no autograd graph is recorded, so a block may overwrite the maps it computed itself."""
-    return not torch.is_grad_enabled()
+    """True in eager inference (no autograd graph, no torch.compile tracing), so a block may overwrite
+    the maps it computed itself."""
+    return eager_inference()
 
 
 def energy_attention_reference(x: torch.Tensor, delta: float = 1e-6) -> torch.Tensor:

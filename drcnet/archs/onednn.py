@@ -29,9 +29,18 @@ def onednn_fusion_available() -> bool:
         return False
 
 
+def eager_inference() -> bool:
+    """No autograd graph is recorded and torch.compile is not tracing: in-place work and oneDNN calls are
+    safe (under torch.compile the plain operations are traced instead, which the compiler fuses itself)."""
+    if torch.is_grad_enabled():
+        return False
+    is_compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling', None)
+    return not (is_compiling is not None and is_compiling())
+
+
 def fusable(conv: nn.Conv2d, *maps: torch.Tensor) -> bool:
-    """float32 channels-last CPU maps, no autograd, no autocast, a plain zero-padded convolution."""
-    return (onednn_fusion_available() and torch.backends.mkldnn.enabled and not torch.is_grad_enabled()
+    """float32 channels-last CPU maps, eager inference, no autocast, a plain zero-padded convolution."""
+    return (eager_inference() and onednn_fusion_available() and torch.backends.mkldnn.enabled
             and not torch.is_autocast_enabled('cpu')
             and conv.padding_mode == 'zeros' and not isinstance(conv.padding, str)
             and all(m.device.type == 'cpu' and m.dtype == torch.float32 and m.dim() == 4
