@@ -20,6 +20,7 @@ from drcnet.archs.onednn import conv2d, conv_add_, conv_leaky_relu, eager_infere
 BLOCKS = ('dfr', 'base', 'sf', 'ea', 'sf_identity', 'sf_ea')
 REGION_STATS = ('sample', 'batch')
 IN_EPS = 1e-5  # nn.InstanceNorm2d's default epsilon
+PLANAR_CHANNELS = 16  # the in-place region norm works on planar copies of slices this narrow
 
 
 def set_reference_path(module: nn.Module, enabled: bool = True) -> nn.Module:
@@ -53,14 +54,20 @@ def energy_attention(x: torch.Tensor, delta: float = 1e-6) -> torch.Tensor:
     return x * torch.sigmoid(torch.addcmul(torch.full_like(v, 0.5), scaled, scaled))
 
 
-def _dense_like(x: torch.Tensor, scratch: torch.Tensor | None, index: int = 0) -> torch.Tensor:
-    """A map of x's shape and layout, dense, the ``index``-th of x's size in ``scratch``'s memory (or new)."""
+def _dense_like(x: torch.Tensor, scratch: torch.Tensor | None, index: int = 0,
+                channels_last: bool | None = None) -> torch.Tensor:
+    """A dense map of x's shape, the ``index``-th of x's size in ``scratch``'s memory (or new memory);
+    channels-last if asked, else (None) if x or scratch is."""
+    if channels_last is None:
+        channels_last = (x.is_contiguous(memory_format=torch.channels_last)
+                         or (scratch is not None and scratch.is_contiguous(memory_format=torch.channels_last)))
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     size = x.numel()
     if scratch is None or scratch.numel() < (index + 1) * size:
-        return torch.empty_like(x, memory_format=torch.preserve_format)
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device).contiguous(memory_format=layout)
     b, c, h, w = x.shape
     offset = scratch.storage_offset() + index * size
-    if x.is_contiguous(memory_format=torch.channels_last) or scratch.is_contiguous(memory_format=torch.channels_last):
+    if channels_last:
         return scratch.as_strided((b, c, h, w), (c * h * w, 1, w * c, c), offset)
     return scratch.as_strided((b, c, h, w), (c * h * w, h * w, w, 1), offset)
 
@@ -278,7 +285,11 @@ class AdaptiveFeatureNorm(nn.Module):
             return self.rn.modulated_(x, mask, gamma, beta, scratch)
         # A channel slice of a channels-last map: the statistics and the ~10 passes over it run on a
         # dense copy (several times faster on narrow slices); the last one writes the result back.
-        work, spare = _dense_like(x, scratch, 0), _dense_like(x, scratch, 1)
+        # Up to 16 channels the copy is planar (NCHW): the reductions over channels and the per-pixel
+        # maps broadcast over channels then vectorise along W (the demo network's first levels).
+        planar = x.shape[1] <= PLANAR_CHANNELS
+        work = _dense_like(x, scratch, 0, channels_last=not planar)
+        spare = _dense_like(x, scratch, 1, channels_last=not planar)
         work.copy_(x)
         mask, gamma, beta = self.degraded_mask(work)
         self.rn.modulated_(work, mask, gamma, beta, spare, out=x)
