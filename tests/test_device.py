@@ -43,11 +43,11 @@ def _child_faults(**env) -> dict:
 @pytest.mark.skipif(platform.libc_ver()[0] != 'glibc', reason='a glibc malloc setting')
 def test_cpu_allocator_reuses_freed_memory():
     tuned = _child_faults()
-    default = _child_faults(DRCNET_CPU_ALLOCATOR='default')
-    assert tuned['tuned'] is True and default['tuned'] is False
-    # 64 MB are 16384 pages: glibc's defaults trim and fault them afresh every round, the setting reuses them
-    assert default['faults'] > 8000, default
-    assert tuned['faults'] < default['faults'] / 10, (tuned, default)
+    assert tuned['tuned'] is True
+    # 64 MB are 16384 pages; with the setting a later round reuses the freed pages instead of
+    # faulting fresh ones in (glibc's defaults trim the heap or not, depending on what else lies on it)
+    assert tuned['faults'] < 1000, tuned
+    assert _child_faults(DRCNET_CPU_ALLOCATOR='default')['tuned'] is False
 
 
 def test_environment_allocator_choice_is_respected():
