@@ -17,7 +17,7 @@ _M_MMAP_THRESHOLD = -3
 # Blocks up to 32 MiB (a 64-channel 256 x 256 map is 16 MiB) come from the heap, which is never
 # shrunk when they are freed; larger ones are mapped and returned at once as by default, so that
 # tiles of large images do not pin memory (a 4000 x 3000 image in 512 px tiles peaks ~2.1 GB
-# either way, 2.6 GB when all blocks come from the heap).
+# either way, 2.6-2.9 GB when all blocks come from the heap).
 _MMAP_THRESHOLD = 32 << 20
 _TRIM_THRESHOLD = (1 << 31) - 1
 ALLOCATOR_ENV = 'DRCNET_CPU_ALLOCATOR'  # 'default' leaves the C allocator as it is
