@@ -753,7 +753,7 @@ def run(args: argparse.Namespace) -> dict:
     if 'dfr_profile' in sections:
         torch.manual_seed(0)
         demo = DRCNet(**DEMO_KWARGS).eval()
-        results['dfr_profile'] = {'demo': {'256': profile_dfr_extras(demo, 256, repeats=3)}}
+        results['dfr_profile'] = {'demo': {'256': profile_dfr_extras(demo, 256, repeats=7)}}
         print('dfr profile done', file=sys.stderr)
 
     step_ms = None
