@@ -31,12 +31,6 @@ def set_reference_path(module: nn.Module, enabled: bool = True) -> nn.Module:
     return module
 
 
-def _overwrite_ok() -> bool:
-    """True in eager inference (no autograd graph, no torch.compile tracing), so a block may overwrite
-    the maps it computed itself."""
-    return eager_inference()
-
-
 def energy_attention_reference(x: torch.Tensor, delta: float = 1e-6) -> torch.Tensor:
     """Energy-based attention exactly as written in the paper, for comparison."""
     n = max(x.shape[-2] * x.shape[-1] - 1, 1)
@@ -64,7 +58,7 @@ def _dense_like(x: torch.Tensor, scratch: torch.Tensor | None, index: int = 0,
     layout = torch.channels_last if channels_last else torch.contiguous_format
     size = x.numel()
     if scratch is None or scratch.numel() < (index + 1) * size:
-        return torch.empty(x.shape, dtype=x.dtype, device=x.device).contiguous(memory_format=layout)
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=layout)
     b, c, h, w = x.shape
     offset = scratch.storage_offset() + index * size
     if channels_last:
@@ -267,8 +261,8 @@ class AdaptiveFeatureNorm(nn.Module):
     def degraded_mask(self, x: torch.Tensor):
         """Binary mask (M_sr >= t, no gradient), gamma and beta, each (B, 1, H, W)."""
         response, gamma, beta = self.sa(x)
-        mask = (response >= self.threshold).to(x.dtype)
-        return (mask.detach() if mask.requires_grad else mask), gamma, beta
+        # a comparison carries no gradient
+        return (response >= self.threshold).to(x.dtype), gamma, beta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W)."""
@@ -374,7 +368,8 @@ class DFRBlock(nn.Module):
         ``enc``/``dec`` are the stage-1 encoder and decoder features fused by CSFF in stage 2.
         """
         fuse = self.use_csff and enc is not None and dec is not None
-        if _overwrite_ok() and not self.use_reference:
+        # eager inference: a block may overwrite the maps it computed itself
+        if eager_inference() and not self.use_reference:
             out = self._branches_(x)
             if fuse:
                 conv_add_(conv_add_(out, self.csff_enc, enc), self.csff_dec, dec)

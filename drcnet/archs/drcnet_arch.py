@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from drcnet.archs.dfr_block import BLOCKS, REGION_STATS, DFRBlock, _overwrite_ok
-from drcnet.archs.onednn import conv2d, conv_add_, conv_leaky_relu, conv_mul, conv_sigmoid
+from drcnet.archs.dfr_block import BLOCKS, REGION_STATS, DFRBlock
+from drcnet.archs.onednn import conv2d, conv_add_, conv_leaky_relu, conv_mul, conv_sigmoid, eager_inference
 from drcnet.registry import ARCH_REGISTRY
 
 
@@ -26,17 +26,12 @@ def _conv_of_concat(conv: nn.Conv2d, parts: Sequence[torch.Tensor]) -> torch.Ten
 
 def _conv_of_concat_into(out: torch.Tensor | None, conv: nn.Conv2d, parts: Sequence[torch.Tensor]) -> torch.Tensor:
     """``out + conv(torch.cat(parts, dim=1))`` (in place when no autograd graph is recorded)."""
-    if len(parts) == 1:
-        part = parts[0]
-        if out is None:
-            return conv2d(conv, part)
-        return conv_add_(out, conv, part) if _overwrite_ok() else out + conv(part)
     start = 0
     for part in parts:
         channels = slice(start, start + part.shape[1])
         if out is None:
             out = conv2d(conv, part, channels, bias=start == 0)
-        elif _overwrite_ok():
+        elif eager_inference():
             conv_add_(out, conv, part, channels, bias=start == 0)
         else:
             out = out + conv2d(conv, part, channels, bias=start == 0)
@@ -91,7 +86,7 @@ class SAM(nn.Module):
     def forward(self, feat: torch.Tensor, image: torch.Tensor):
         """feat (B, C, H, W), image (B, 3, H, W) -> gated feat (B, C, H, W), stage-1 image (B, 3, H, W)."""
         restored = conv2d(self.conv2, feat) + image
-        if _overwrite_ok():
+        if eager_inference():
             return conv_mul(self.conv1, feat, conv_sigmoid(self.conv3, restored)).add_(feat), restored
         return torch.addcmul(feat, self.conv1(feat), torch.sigmoid(self.conv3(restored))), restored
 
