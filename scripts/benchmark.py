@@ -199,19 +199,6 @@ def _ceiling_summary(convs: List[dict], rates: List[float]) -> dict:
     return {'gflops': total_flops / seconds / 1e9, 'levels': levels}
 
 
-def conv_ceiling(levels: Dict[tuple, int], batch: int = 1, dtype: torch.dtype = torch.float32,
-                 device: torch.device = torch.device('cpu'), repeats: int = 5) -> dict:
-    """Rate of dense 3x3 convolutions (width -> width, at each level's resolution), best of two layouts.
-
-    The network's ceiling is its FLOPs divided by the time those FLOPs would take at these rates
-    (a FLOP-weighted harmonic mean), so the ratio achieved / ceiling compares like with like.
-    """
-    convs = _ceiling_convs(levels, batch, dtype, device)
-    rates = [c['flops'] / (time_call(c['call'], repeats, warmup=1, device=device)['median_ms'] * 1e-3) / 1e9
-             for c in convs]
-    return _ceiling_summary(convs, rates)
-
-
 def measure_forward(net: nn.Module, size: int, repeats: int, levels: Optional[Dict[tuple, int]] = None,
                     batch: int = 1, device: torch.device = torch.device('cpu'),
                     dtype: torch.dtype = torch.float32) -> dict:
@@ -263,7 +250,7 @@ def cpu_layout_variants(net: nn.Module, size: int, repeats: int) -> dict:
 
 
 ALLOCATOR_CHILD = r'''
-import json, os, statistics, sys, time
+import json, statistics, sys, time
 sys.path.insert(0, sys.argv[1])
 import torch
 torch.set_num_threads(int(sys.argv[4]))
