@@ -32,11 +32,12 @@ def reuse_freed_cpu_memory() -> bool:
     """Make glibc's malloc keep freed memory for the next tensors instead of returning it to the system.
 
     A CPU forward pass allocates and frees maps of several MB each; by default glibc hands such blocks
-    back (munmap, heap trimming) and every pass faults fresh zeroed pages in again, 10-15 % of a
-    paper-network forward at 256 px (``scripts/benchmark.py``). The process keeps the memory of
-    those blocks, as jemalloc or tcmalloc would. Called once per process by ``pick_device`` on the CPU; a no-op
-    off glibc, when ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` or ``LD_PRELOAD`` choose
-    otherwise, or with ``DRCNET_CPU_ALLOCATOR=default``. Returns whether the setting is in effect.
+    back (munmap, heap trimming) and every pass faults fresh zeroed pages in again: a paper-network
+    forward at 256 px took 600-720 ms with glibc's defaults, 510-530 ms with this setting
+    (``scripts/benchmark.py``). The process keeps the memory of those blocks, as jemalloc or tcmalloc
+    would. Called once per process by ``pick_device`` on the CPU; a no-op off glibc, when
+    ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` or ``LD_PRELOAD`` choose otherwise, or with
+    ``DRCNET_CPU_ALLOCATOR=default``. Returns whether the setting is in effect.
     """
     if 'applied' in _allocator_state:
         return _allocator_state['applied']
