@@ -287,6 +287,8 @@ def measure_default_allocator(size: int, repeats: int, threads: Optional[int] = 
 CONV_OPS = ('aten::conv2d', 'aten::convolution', 'aten::_convolution', 'aten::mkldnn_convolution',
             'mkldnn::_convolution_pointwise', 'mkldnn::_convolution_pointwise_')
 LABELS = ('drcnet.forward', 'dfr.block', 'dfr.region_norm', 'dfr.attention')
+# the compiled attention (drcnet.archs.cpu_kernels), its activation and its product with the spatial branch
+ATTENTION_KERNELS = ('drcnet::energy_attention_', 'drcnet::energy_attention_mul_')
 
 
 @contextlib.contextmanager
@@ -335,6 +337,8 @@ def _dfr_times(events) -> Dict[str, float]:
         name = event.name
         if name in LABELS:
             totals[name] += event.cpu_time_total / 1e3
+        elif name in ATTENTION_KERNELS:
+            totals['dfr.attention'] += event.cpu_time_total / 1e3
         elif name in CONV_OPS:
             parent, in_block = event.cpu_parent, False
             while parent is not None:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from drcnet.archs import cpu_kernels
 from drcnet.archs.onednn import conv2d, conv_add_, conv_leaky_relu, eager_inference
 
 BLOCKS = ('dfr', 'base', 'sf', 'ea', 'sf_identity', 'sf_ea')
@@ -64,6 +65,15 @@ def _dense_like(x: torch.Tensor, scratch: torch.Tensor | None, index: int = 0,
     if channels_last:
         return scratch.as_strided((b, c, h, w), (c * h * w, 1, w * c, c), offset)
     return scratch.as_strided((b, c, h, w), (c * h * w, h * w, w, 1), offset)
+
+
+def _kernels_for(x: torch.Tensor):
+    """The compiled CPU kernels (``torch.ops.drcnet``) if they apply to x: a float32 CPU map with pixels, and
+    no autocast; else None. Callers run without autograd."""
+    if (x.device.type != 'cpu' or x.dtype != torch.float32 or x.shape[-2] * x.shape[-1] == 0
+            or torch.is_autocast_enabled('cpu')):
+        return None
+    return cpu_kernels.kernels()
 
 
 def _is_dense(x: torch.Tensor) -> bool:
@@ -161,9 +171,11 @@ class SpatialResponse(nn.Module):
         self.gamma_conv = nn.Conv2d(1, 1, 7, padding=3)
         self.beta_conv = nn.Conv2d(1, 1, 7, padding=3)
 
-    def forward(self, x: torch.Tensor):
-        """(B, C, H, W) -> M_sr, gamma, beta, each (B, 1, H, W); mean before max, as the release."""
-        stats = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+    def forward(self, x: torch.Tensor, stats: torch.Tensor | None = None):
+        """(B, C, H, W) -> M_sr, gamma, beta, each (B, 1, H, W); mean before max, as the release.
+        ``stats``, if given, is x's channel mean and maximum, (B, 2, H, W), computed elsewhere."""
+        if stats is None:
+            stats = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
         response = torch.sigmoid(self.conv1(stats))
         if self.use_reference:
             return response, self.gamma_conv(response), self.beta_conv(response)
@@ -274,6 +286,11 @@ class AdaptiveFeatureNorm(nn.Module):
     def forward_(self, x: torch.Tensor, scratch: torch.Tensor | None = None) -> torch.Tensor:
         """In-place ``forward`` (no autograd): overwrites ``x``; may use ``scratch``'s memory (twice x's size
         when x is a channel slice)."""
+        ops = _kernels_for(x) if self.rn.region_stats == 'sample' else None
+        if ops is not None:  # three passes straight over x, dense or a channel slice, in compiled loops
+            response, gamma, beta = self.sa(x, ops.channel_stats(x))
+            return ops.region_norm_(x, response >= self.threshold, gamma, beta,
+                                    self.rn.bn_norm.weight, self.rn.bn_norm.bias)
         if _is_dense(x):
             mask, gamma, beta = self.degraded_mask(x)
             return self.rn.modulated_(x, mask, gamma, beta, scratch)
@@ -344,20 +361,26 @@ class DFRBlock(nn.Module):
 
     def _branches_(self, x: torch.Tensor) -> torch.Tensor:
         """Spatial * attention (+ identity), in place on the block's own maps (no autograd)."""
-        out = attention = scratch = None
+        out = scratch = None
+        ops = _kernels_for(x)
         if self.has_spatial:
             if self.use_norm:
                 out = conv2d(self.conv_1, x)
-                # one scratch map serves the norm (its first half) and then the attention
-                scratch = torch.empty_like(out)
+                if ops is None:
+                    # one scratch map serves the norm (its first half) and then the attention
+                    scratch = torch.empty_like(out)
                 self.norm.forward_(out[:, :out.shape[1] // 2], scratch)
                 F.leaky_relu_(out, self.relu_slope)
             else:
                 out = conv_leaky_relu(self.conv_1, x, self.relu_slope)
         if self.has_attention:
-            attention = F.leaky_relu_(_energy_attention_(conv2d(self.conv_2, x), self.ea_lambda, scratch),
-                                      self.relu_slope)
-            out = attention if out is None else out.mul_(attention)
+            attention = conv2d(self.conv_2, x)
+            if ops is not None:  # attention, activation and product in one pass over the maps
+                out = (ops.energy_attention_(attention, self.ea_lambda, self.relu_slope) if out is None
+                       else ops.energy_attention_mul_(out, attention, self.ea_lambda, self.relu_slope))
+            else:
+                attention = F.leaky_relu_(_energy_attention_(attention, self.ea_lambda, scratch), self.relu_slope)
+                out = attention if out is None else out.mul_(attention)
         if self.has_identity:
             conv_add_(out, self.identity, x)
         return out
