@@ -7,7 +7,8 @@ Every module here has three numerically equal paths (tests compare them to 1e-5)
 - the reference, the definition written step by step (``set_reference_path(net, True)``);
 - the autograd path, the same result in closed form with few passes over the feature maps;
 - the inference path (gradients off), the closed form computed in place on the block's own
-  convolution outputs, with one scratch map per norm and per attention.
+  convolution outputs, with one scratch map per norm and per attention; on the CPU the compiled kernels
+  of ``cpu_kernels`` compute it (region norm with per-image statistics, attention) where they are built.
 """
 from __future__ import annotations
 
