@@ -141,6 +141,26 @@ def test_energy_attention_kernels_equal_the_formula(ops, layout, shape):
     assert torch.isfinite(x).all()
 
 
+@pytest.mark.parametrize('shape', [(2, 2, 13, 70), (1, 2, 3, 5), (1, 2, 1, 1), (1, 2, 40, 9)])
+def test_spatial_response_kernel_equals_the_convolutions(ops, shape):
+    # rows and columns fewer than the kernel's 7, widths that are not a multiple of eight
+    torch.manual_seed(11)
+    sa = AdaptiveFeatureNorm(4).sa
+    with torch.no_grad():
+        sa.conv1.weight.mul_(8)  # responses all over (0, 1), saturated ones included
+    stats = torch.randn(shape) * 2
+    weight = torch.cat([sa.gamma_conv.weight, sa.beta_conv.weight])
+    bias = torch.cat([sa.gamma_conv.bias, sa.beta_conv.bias])
+    with torch.no_grad():
+        response, affine = ops.spatial_response(stats, sa.conv1.weight, weight, bias)
+        expected = torch.sigmoid(F.conv2d(stats.double(), sa.conv1.weight.double(), padding=3))
+        torch.testing.assert_close(response.double(), expected, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(affine.double(), F.conv2d(expected, weight.double(), bias.double(), padding=3),
+                                   atol=1e-5, rtol=1e-5)
+        stats[0, 0, 0, 0] = float('nan')
+        assert torch.isnan(ops.spatial_response(stats, sa.conv1.weight, weight, bias)[0][0, 0, 0, 0])
+
+
 def test_kernels_reject_maps_they_cannot_read_and_name_them(ops):
     x = torch.randn(1, 4, 6, 6)
     mask = torch.zeros(1, 1, 6, 6, dtype=torch.bool)
@@ -160,6 +180,10 @@ def test_kernels_reject_maps_they_cannot_read_and_name_them(ops):
         ops.channel_stats(x[:, :, :, :3])
     with pytest.raises(RuntimeError, match='product: expected 4 channel'):
         ops.energy_attention_mul_(torch.zeros(1, 3, 6, 6), x, 1e-4, 0.2)
+    with pytest.raises(RuntimeError, match='stats: expected 2 channel'):
+        ops.spatial_response(x, torch.ones(1, 2, 7, 7), torch.ones(2, 1, 7, 7), torch.ones(2))
+    with pytest.raises(RuntimeError, match=r'affine weight: expected .* of shape \[2, 1, 7, 7\]'):
+        ops.spatial_response(x[:, :2], torch.ones(1, 2, 7, 7), torch.ones(2, 1, 5, 5), torch.ones(2))
 
 
 def restore(net, x):

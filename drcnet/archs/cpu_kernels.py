@@ -5,6 +5,8 @@ once per machine type and version of the file; cached in ``TORCH_EXTENSIONS_DIR`
 ``~/.cache/torch_extensions``) and registers, as ``torch.ops.drcnet``:
 
 - ``channel_stats(x)``: the channel mean and maximum the spatial response starts from;
+- ``spatial_response(stats, w_response, w_affine, b_affine)``: the response map M_sr and the gamma and
+  beta maps, its 7x7 convolutions on one and two channels;
 - ``region_norm_(x, mask, gamma, beta, weight, bias)``: the region norm with per-image statistics and its
   modulation, in three passes over x;
 - ``energy_attention_(x, delta, slope)`` and ``energy_attention_mul_(product, x, delta, slope)``: the energy

@@ -5,6 +5,9 @@
 //
 //   channel_stats(x) -> (B, 2, H, W): the mean and the maximum over x's channels, the input of the
 //       spatial response, read straight from x (a channel slice of a wider map is fine).
+//   spatial_response(stats, w_response, w_affine, b_affine) -> (M_sr, affine): M_sr = sigmoid(conv7x7(stats))
+//       and the gamma and beta maps conv7x7(M_sr) + bias, (B, 2, H, W); convolutions of one and two
+//       channels, which oneDNN pads to sixteen, as row-wise loops.
 //   region_norm_(x, mask, gamma, beta, weight, bias) -> x: the closed-form region normalisation with
 //       per-image statistics and its modulation, ((x - mu_r) g_r + k) (1 + gamma) + beta, written over
 //       x in three passes (region sums, squared deviations, output) instead of a dozen.
@@ -21,6 +24,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <tuple>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -398,7 +402,7 @@ at::Tensor& region_norm_(at::Tensor& x, const at::Tensor& mask_, const at::Tenso
 // Taylor polynomial to degree 7 (remainder below 3e-9), 2^-n written into the exponent bits.
 inline F8 exp_neg(F8 e) {
   typedef int32_t I8 __attribute__((vector_size(32)));
-  const F8 t = -(e < 87.f ? e : 87.f);  // exp(-87) is still a normal float
+  const F8 t = -(e > 87.f ? 87.f : e);  // exp(-87) is still a normal float; NaN stays NaN
   const I8 n = __builtin_convertvector(t * 1.44269504f - 0.5f, I8);  // round to nearest (t <= 0)
   const F8 nf = __builtin_convertvector(n, F8);
   const F8 r = (t - nf * 0.693145752f) - nf * 1.42860677e-6f;  // ln 2 in two parts
@@ -509,6 +513,104 @@ at::Tensor& energy_attention_mul_(at::Tensor& product, const at::Tensor& x, doub
   return product;
 }
 
+// sigmoid(z) = 1 / (1 + exp(-z)) for z >= 0, exp(z) / (1 + exp(z)) below: exp of a negative number only.
+inline F8 sigmoid8(F8 z) {
+  const F8 e = exp_neg(z < 0.f ? -z : z);
+  return z >= 0.f ? 1.f / (1.f + e) : e / (1.f + e);
+}
+
+// Zero-padded planes for the 7x7 convolutions: each row holds 3 zeros, the W values, and zeros up to
+// `stride` = the width rounded up to kBlock, plus 6, so that a block of kBlock outputs reads no bounds.
+constexpr int64_t kBlock = 32;  // outputs per register block: four vectors of eight
+
+int64_t padded_stride(int64_t width) { return (width + kBlock - 1) / kBlock * kBlock + 6; }
+
+// One output row y of a 7x7 convolution with zero padding 3, added to acc[0, rounded width): planes are
+// padded (see above), w holds 49 weights per plane. Outputs are computed kBlock at a time in registers.
+void conv7_row(const float* const* planes, int64_t count, int64_t stride, const float* w, int64_t y,
+               int64_t height, int64_t width, float* acc) {
+  for (int64_t x0 = 0; x0 < width; x0 += kBlock) {
+    F8 a0 = load8(acc + x0), a1 = load8(acc + x0 + 8), a2 = load8(acc + x0 + 16), a3 = load8(acc + x0 + 24);
+    for (int64_t ci = 0; ci < count; ++ci) {
+      for (int64_t ky = 0; ky < 7; ++ky) {
+        const int64_t yy = y + ky - 3;
+        if (yy < 0 || yy >= height) continue;  // zero padding above and below
+        const float* row = planes[ci] + yy * stride + x0;  // row[kx + j]: input column x0 + j + kx - 3
+        for (int64_t kx = 0; kx < 7; ++kx) {
+          const float wv = w[ci * 49 + ky * 7 + kx];
+          a0 += wv * load8(row + kx);
+          a1 += wv * load8(row + kx + 8);
+          a2 += wv * load8(row + kx + 16);
+          a3 += wv * load8(row + kx + 24);
+        }
+      }
+    }
+    store8(acc + x0, a0);
+    store8(acc + x0 + 8, a1);
+    store8(acc + x0 + 16, a2);
+    store8(acc + x0 + 24, a3);
+  }
+}
+
+const float* weights_of(const at::Tensor& w, at::IntArrayRef shape, const char* name) {
+  TORCH_CHECK(w.sizes() == shape && w.scalar_type() == at::kFloat && w.device().is_cpu() && w.is_contiguous(), name,
+              ": expected contiguous float32 CPU weights of shape ", shape, ", got ", w.sizes(), " ", w.scalar_type());
+  return w.data_ptr<float>();
+}
+
+// The spatial response: M_sr = sigmoid(conv7x7(stats)) and the two-channel affine map conv7x7(M_sr) + bias
+// (gamma, beta), from the channel mean and maximum stats (B, 2, H, W).
+std::tuple<at::Tensor, at::Tensor> spatial_response(const at::Tensor& stats_, const at::Tensor& w_response,
+                                                    const at::Tensor& w_affine, const at::Tensor& b_affine) {
+  as_map<float>(stats_, "stats", 2);
+  const float* w1 = weights_of(w_response, {1, 2, 7, 7}, "response weight");
+  const float* w2 = weights_of(w_affine, {2, 1, 7, 7}, "affine weight");
+  const float* b2 = weights_of(b_affine, {2}, "affine bias");
+  const at::Tensor stats = stats_.contiguous();
+  const int64_t batch = stats.size(0), height = stats.size(2), width = stats.size(3), pixels = height * width;
+  at::Tensor response = at::empty({batch, 1, height, width}, stats.options());
+  at::Tensor affine = at::empty({batch, 2, height, width}, stats.options());
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(width, 1));  // rows per task
+  const int64_t stride = padded_stride(width), rounded = stride - 6;
+  std::vector<float> padded(3 * height * stride, 0.f);  // the two statistics, then the response
+  float* stat_planes[2] = {padded.data(), padded.data() + height * stride};
+  float* response_plane = padded.data() + 2 * height * stride;
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* s = stats.data_ptr<float>() + b * 2 * pixels;
+    float* m = response.data_ptr<float>() + b * pixels;
+    float* a = affine.data_ptr<float>() + b * 2 * pixels;
+    at::parallel_for(0, height, grain, [&](int64_t y0, int64_t y1) {
+      for (int64_t y = y0; y < y1; ++y) {
+        for (int64_t ci = 0; ci < 2; ++ci) std::memcpy(stat_planes[ci] + y * stride + 3, s + ci * pixels + y * width,
+                                                       width * sizeof(float));
+      }
+    });
+    const float* stat_in[2] = {stat_planes[0], stat_planes[1]};
+    at::parallel_for(0, height, grain, [&](int64_t y0, int64_t y1) {
+      std::vector<float> acc(rounded);
+      for (int64_t y = y0; y < y1; ++y) {
+        std::fill(acc.begin(), acc.end(), 0.f);
+        conv7_row(stat_in, 2, stride, w1, y, height, width, acc.data());
+        for (int64_t x = 0; x < width; x += kLanes) store8(acc.data() + x, sigmoid8(load8(acc.data() + x)));
+        std::memcpy(m + y * width, acc.data(), width * sizeof(float));
+        std::memcpy(response_plane + y * stride + 3, acc.data(), width * sizeof(float));
+      }
+    });
+    const float* response_in[1] = {response_plane};
+    at::parallel_for(0, height, grain, [&](int64_t y0, int64_t y1) {
+      std::vector<float> acc(rounded);
+      for (int64_t y = y0; y < y1; ++y) {
+        for (int64_t o = 0; o < 2; ++o) {
+          std::fill(acc.begin(), acc.end(), b2[o]);
+          conv7_row(response_in, 1, stride, w2 + o * 49, y, height, width, acc.data());
+          std::memcpy(a + o * pixels + y * width, acc.data(), width * sizeof(float));
+        }
+      }
+    });
+  }
+  return {response, affine};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(drcnet, lib) {
@@ -516,6 +618,7 @@ TORCH_LIBRARY(drcnet, lib) {
   lib.def("region_norm_(Tensor(a!) x, Tensor mask, Tensor gamma, Tensor beta, Tensor weight, Tensor bias) -> Tensor(a!)");
   lib.def("energy_attention_(Tensor(a!) x, float delta, float slope) -> Tensor(a!)");
   lib.def("energy_attention_mul_(Tensor(a!) product, Tensor x, float delta, float slope) -> Tensor(a!)");
+  lib.def("spatial_response(Tensor stats, Tensor w_response, Tensor w_affine, Tensor b_affine) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(drcnet, CPU, lib) {
@@ -523,4 +626,5 @@ TORCH_LIBRARY_IMPL(drcnet, CPU, lib) {
   lib.impl("region_norm_", &region_norm_);
   lib.impl("energy_attention_", &energy_attention_);
   lib.impl("energy_attention_mul_", &energy_attention_mul_);
+  lib.impl("spatial_response", &spatial_response);
 }
