@@ -45,7 +45,7 @@ from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 import drcnet  # noqa: E402,F401  (registers every component)
-from drcnet.archs import dfr_block  # noqa: E402
+from drcnet.archs import cpu_kernels, dfr_block  # noqa: E402
 from drcnet.archs.drcnet_arch import DRCNet  # noqa: E402
 from drcnet.engine.device import pick_device, reuse_freed_cpu_memory  # noqa: E402
 
@@ -643,6 +643,8 @@ def print_table(results: dict) -> None:
     meta = results['meta']
     print(f"DRCNet benchmark  device={meta['device']}  threads={meta['threads']}  dtype={meta['dtype']}  "
           f"torch={meta['torch']}  quick={meta['quick']}  load={meta['load_before']} -> {meta.get('load_after')}")
+    if 'dfr_cpu_kernels' in meta:
+        print(f"DFR blocks on the CPU: {meta['dfr_cpu_kernels']}")
     if 'forward' in results:
         print(f"\n{'network':<8}{'size':>6}{'ms/img':>10}{'GFLOP':>9}{'GFLOP/s':>9}{'ceiling':>9}{'ratio':>7}")
         for name, by_size in results['forward'].items():
@@ -719,6 +721,8 @@ def run(args: argparse.Namespace) -> dict:
         'quick': quick, 'repeats': repeats, 'cpu': platform.processor() or platform.machine(),
         'cpu_allocator': ('freed memory kept for reuse (drcnet.engine.device)' if reuse_freed_cpu_memory()
                           else 'C library defaults'),
+        'dfr_cpu_kernels': ('compiled (drcnet.archs.cpu_kernels)' if cpu_kernels.kernels() is not None
+                            else 'PyTorch operations'),
         'load_before': load_average(), 'started': time.strftime('%Y-%m-%d %H:%M:%S')}}
 
     if 'forward' in sections:

@@ -1,7 +1,7 @@
 """Compiled CPU kernels of the DFR block (``csrc/dfr_cpu.cpp``), built on first use.
 
-The first CPU inference in a process compiles the file with ``torch.utils.cpp_extension`` (about 15 s,
-once per machine type and version of the file; cached in ``TORCH_EXTENSIONS_DIR``, by default
+The first CPU inference compiles the file with ``torch.utils.cpp_extension`` (about 10 s, once per
+machine type and version of the file; cached in ``TORCH_EXTENSIONS_DIR``, by default
 ``~/.cache/torch_extensions``) and registers, as ``torch.ops.drcnet``:
 
 - ``channel_stats(x)``: the channel mean and maximum the spatial response starts from;
@@ -73,7 +73,7 @@ def _build(source: Path) -> None:
         # OpenMP: at::parallel_for is inlined into the kernels and needs it to run on several threads
         extra_cflags=['-O3', '-fopenmp'] + _ARCH_FLAGS.get(capability, []), extra_ldflags=['-fopenmp'],
         is_python_module=False, verbose=False)
-    logger.info('DFR CPU kernels: built for %s from %s', capability, source.name)
+    logger.info('DFR CPU kernels ready: %s, compiled for %s', source.name, capability)
 
 
 @functools.lru_cache(maxsize=None)
