@@ -24,17 +24,17 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <tuple>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
 namespace {
 
 constexpr int64_t kChunk = 4096;  // pixels per partial sum: the summation order never depends on threads
-constexpr int64_t kTile = 64;    // pixels per tile of channel_stats
+constexpr int64_t kTile = 64;    // pixels per tile: their cache lines stay in L1 across channel blocks
 constexpr double kEps = 1e-5;     // nn.InstanceNorm2d's epsilon
 
 // A (B, C, H, W) map seen as (B, C, P) with P = H * W evenly spaced pixels.
@@ -65,8 +65,8 @@ void check_same_image(const at::Tensor& a, const at::Tensor& b, const char* name
               ": expected ", a.size(0), " map(s) of ", a.size(2), "x", a.size(3), ", got ", b.sizes());
 }
 
-// Calls body(first, last) for every chunk of [0, pixels) in parallel; chunk i covers pixels
-// [i * kChunk, (i + 1) * kChunk).
+// Calls body(i, first, last) for every chunk i of [0, pixels), in parallel; chunk i covers the pixels
+// [first, last) = [i * kChunk, (i + 1) * kChunk).
 template <typename F>
 void for_chunks(int64_t pixels, const F& body) {
   const int64_t chunks = (pixels + kChunk - 1) / kChunk;
@@ -77,8 +77,7 @@ void for_chunks(int64_t pixels, const F& body) {
   });
 }
 
-at::Tensor channel_stats(const at::Tensor& x_) {
-  at::Tensor x = x_;
+at::Tensor channel_stats(const at::Tensor& x) {
   Map<float> m = as_map<float>(x, "x");
   at::Tensor out = at::empty({m.batch, 2, x.size(2), x.size(3)}, x.options());
   float* o = out.data_ptr<float>();
@@ -88,7 +87,6 @@ at::Tensor channel_stats(const at::Tensor& x_) {
     float* mean = o + b * 2 * pixels;
     float* amax = mean + pixels;
     for_chunks(pixels, [&](int64_t, int64_t first, int64_t last) {
-      // tiles of kTile pixels: their cache lines stay in L1 while the channels are summed
       float sum[kTile], top[kTile];
       for (int64_t start = first; start < last; start += kTile) {
         const int64_t n = std::min(kTile, last - start);
@@ -113,9 +111,9 @@ at::Tensor channel_stats(const at::Tensor& x_) {
   return out;
 }
 
-// Per-channel sums over each region's pixels in [first, last), added to in[] and out[] (region 0 = mask 1):
-// of x when Squares is false, of (x - centre_r)^2 when true. Every accumulator is a lane of a fixed-size
-// array, which the compiler keeps in vector registers; lanes are added up in a fixed order.
+// Per-channel sums over each region's pixels in [first, last), added to in[] and out[] (region 0 = mask
+// True): of x when Squares is false, of (x - centre_r)^2 when true; accumulators are vector lanes, added up
+// in a fixed order.
 constexpr int kLanes = 8;
 
 // Eight lanes as one value (GCC and Clang vector extensions): the channels-last loops below hold eight
@@ -162,27 +160,8 @@ void sums_over_pixels(const float* x, int64_t sp, const uint8_t* mask, int64_t m
   for (int j = 0; j < kLanes; ++j) in[j] += s_in[j], out[j] += s_out[j];
 }
 
-// The same for one channel of a channels-last map (the channels left over after the blocks of eight).
-template <bool Squares>
-void sums_over_pixels_1(const float* x, int64_t sp, const uint8_t* mask, int64_t msp, int64_t first, int64_t last,
-                        double mu_in, double mu_out, double* in, double* out) {
-  double a_in = 0.0, a_out = 0.0;
-  for (int64_t p = first; p < last; ++p) {
-    const double w = static_cast<double>(mask[p * msp]);
-    const double v = x[p * sp];
-    if (Squares) {
-      a_in += w * (v - mu_in) * (v - mu_in);
-      a_out += (1.0 - w) * (v - mu_out) * (v - mu_out);
-    } else {
-      a_in += w * v;
-      a_out += v - w * v;
-    }
-  }
-  *in += a_in;
-  *out += a_out;
-}
-
-// Planar: one channel, eight adjacent pixels at a time (a mask of stride 0 is one value for all pixels).
+// One channel: eight adjacent pixels at a time on planar maps (a mask of stride 0 is one value for all
+// pixels), one by one otherwise (the channels of a channels-last map left over after the blocks of eight).
 template <bool Squares>
 void sums_over_channel(const float* x, int64_t sp, const uint8_t* mask, int64_t msp, int64_t first, int64_t last,
                        double mu_in, double mu_out, double* in, double* out) {
@@ -253,9 +232,9 @@ void region_sums(const float* xb, const Map<float>& m, const uint8_t* mask, int6
         }
         for (; c < c_count; ++c) {
           if (squares) {
-            sums_over_pixels_1<true>(xb + c, m.sp, mask, msp, start, stop, mu_in[c], mu_out[c], in + c, out + c);
+            sums_over_channel<true>(xb + c, m.sp, mask, msp, start, stop, mu_in[c], mu_out[c], in + c, out + c);
           } else {
-            sums_over_pixels_1<false>(xb + c, m.sp, mask, msp, start, stop, 0.0, 0.0, in + c, out + c);
+            sums_over_channel<false>(xb + c, m.sp, mask, msp, start, stop, 0.0, 0.0, in + c, out + c);
           }
         }
       }
