@@ -129,6 +129,20 @@ inline F8 load8(const float* p) {
 
 inline void store8(float* p, F8 v) { std::memcpy(p, &v, sizeof v); }
 
+// Adds one value (or eight) to both regions' sums; w is 1 inside the region and 0 outside, so that the
+// products are exact.
+template <bool Squares, typename V, typename W>
+inline void accumulate(V v, W w, V mu_in, V mu_out, V& a_in, V& a_out) {
+  if (Squares) {
+    const V d_in = v - mu_in, d_out = v - mu_out;
+    a_in += w * d_in * d_in;
+    a_out += (1.0 - w) * d_out * d_out;
+  } else {
+    a_in += w * v;
+    a_out += v - w * v;
+  }
+}
+
 // Channels-last: eight adjacent channels at a time, one pixel after the other (two accumulators for
 // alternate pixels, so that additions do not wait on each other; added up in a fixed order).
 template <bool Squares>
@@ -140,15 +154,7 @@ void sums_over_pixels(const float* x, int64_t sp, const uint8_t* mask, int64_t m
   }
   auto add = [&](int64_t p, D8& a_in, D8& a_out) {
     const double w = static_cast<double>(mask[p * msp]);
-    const D8 v = __builtin_convertvector(load8(x + p * sp), D8);
-    if (Squares) {
-      const D8 d_in = v - c_in, d_out = v - c_out;
-      a_in += w * d_in * d_in;
-      a_out += (1.0 - w) * d_out * d_out;
-    } else {
-      a_in += w * v;
-      a_out += v - w * v;  // exact: w is 0 or 1
-    }
+    accumulate<Squares>(__builtin_convertvector(load8(x + p * sp), D8), w, c_in, c_out, a_in, a_out);
   };
   int64_t p = first;
   for (; p + 1 < last; p += 2) {
@@ -166,6 +172,7 @@ template <bool Squares>
 void sums_over_channel(const float* x, int64_t sp, const uint8_t* mask, int64_t msp, int64_t first, int64_t last,
                        double mu_in, double mu_out, double* in, double* out) {
   D8 a_in = {}, a_out = {};
+  const D8 centre_in = D8{} + mu_in, centre_out = D8{} + mu_out;
   int64_t p = first;
   if (sp == 1 && (msp == 1 || msp == 0)) {
     typedef uint8_t U8 __attribute__((vector_size(8)));
@@ -178,28 +185,14 @@ void sums_over_channel(const float* x, int64_t sp, const uint8_t* mask, int64_t 
       } else {
         w = D8{} + static_cast<double>(mask[0]);
       }
-      const D8 v = __builtin_convertvector(load8(x + p), D8);
-      if (Squares) {
-        const D8 d_in = v - mu_in, d_out = v - mu_out;
-        a_in += w * d_in * d_in;
-        a_out += (1.0 - w) * d_out * d_out;
-      } else {
-        a_in += w * v;
-        a_out += v - w * v;  // exact: w is 0 or 1
-      }
+      accumulate<Squares>(__builtin_convertvector(load8(x + p), D8), w, centre_in, centre_out, a_in, a_out);
     }
   }
   double s_in = 0.0, s_out = 0.0;
   for (int j = 0; j < kLanes; ++j) s_in += a_in[j], s_out += a_out[j];
   for (; p < last; ++p) {
-    const double w = static_cast<double>(mask[p * msp]), v = x[p * sp];
-    if (Squares) {
-      s_in += w * (v - mu_in) * (v - mu_in);
-      s_out += (1.0 - w) * (v - mu_out) * (v - mu_out);
-    } else {
-      s_in += w * v;
-      s_out += v - w * v;
-    }
+    accumulate<Squares>(static_cast<double>(x[p * sp]), static_cast<double>(mask[p * msp]), mu_in, mu_out, s_in,
+                        s_out);
   }
   *in += s_in;
   *out += s_out;
