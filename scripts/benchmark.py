@@ -431,8 +431,10 @@ def measure_train_step(net_kwargs: dict, batch: int, size: int, repeats: int,
     net_cr = DRCNet(**net_kwargs).to(device).train()
     net_cr.load_state_dict(net_plain.state_dict())
     regulariser = IntraCRLoss(vgg_weights='random').to(device)
+    # two warm-up steps each: the second Intra-CR step still ran 15 % slower than the later ones, which
+    # decided the median of a --quick run's two timed steps
     plain, with_cr = time_pair(make_train_step(net_plain, lq, gt), make_train_step(net_cr, lq, gt, regulariser),
-                               repeats, warmup=1, device=device)
+                               repeats, warmup=2, device=device)
     return {'network': net_kwargs, 'batch': batch, 'size': size,
             'ms_l1': plain['median_ms'], 'ms_l1_intra_cr': with_cr['median_ms'],
             'intra_cr_overhead': with_cr['median_ms'] / plain['median_ms'] - 1,
