@@ -3,8 +3,9 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 here = Path(__file__).parent
-requirements = [line.strip() for line in (here / 'requirements.txt').read_text().splitlines()
-                if line.strip() and not line.startswith('#')]
+# requirements.txt's lines without their comments
+requirements = [line.split('#')[0].strip() for line in (here / 'requirements.txt').read_text().splitlines()
+                if line.split('#')[0].strip()]
 version = next(line.split("'")[1] for line in (here / 'drcnet' / '__init__.py').read_text().splitlines()
                if line.startswith('__version__'))
 
