@@ -198,8 +198,8 @@ void sums_over_channel(const float* x, int64_t sp, const uint8_t* mask, int64_t 
   *out += s_out;
 }
 
-// Per-channel sums over each region of x (centre == nullptr; area[2] then gets the pixel counts) or of
-// (x - centre_r)^2 (centre = [mu_in(C), mu_out(C)]), into acc = [in(C), out(C)].
+// Per-channel sums over each region of x (centre == nullptr) or of (x - centre_r)^2 (centre = [mu_in(C),
+// mu_out(C)]), into acc = [in(C), out(C)]; the regions' pixel counts into area[2] when it is given.
 void region_sums(const float* xb, const Map<float>& m, const uint8_t* mask, int64_t msp, const double* centre,
                  double* acc, double* area) {
   const int64_t c_count = m.channels, pixels = m.pixels, stride = 2 * c_count + 2;
@@ -240,7 +240,7 @@ void region_sums(const float* xb, const Map<float>& m, const uint8_t* mask, int6
         }
       }
     }
-    if (!squares) {
+    if (area != nullptr) {
       int64_t n_in = 0;
       for (int64_t p = first; p < last; ++p) n_in += mask[p * msp];
       in[2 * c_count] = static_cast<double>(n_in);
@@ -422,8 +422,7 @@ void energy_attention(const at::Tensor& x, double delta, double slope, at::Tenso
   for (int64_t b = 0; b < m.batch; ++b) {
     float* xb = m.data + b * m.sb;
     float* pb = pr.data + b * pr.sb;
-    double area[2];
-    region_sums(xb, m, &all, 0, nullptr, sums.data(), area);
+    region_sums(xb, m, &all, 0, nullptr, sums.data(), nullptr);
     for (int64_t c = 0; c < c_count; ++c) {
       mean_f[c] = static_cast<float>(sums[c] / static_cast<double>(pixels));
       centre[c] = mean_f[c];
