@@ -18,8 +18,6 @@ setup(
     license='MIT',
     python_requires='>=3.9',
     packages=find_packages(include=['drcnet', 'drcnet.*']),
-    # the CPU kernels' source, compiled on first use (drcnet/archs/cpu_kernels.py)
-    package_data={'drcnet': ['archs/csrc/*.cpp']},
     install_requires=requirements,
     extras_require={'test': ['pytest>=7']},
     entry_points={'console_scripts': [

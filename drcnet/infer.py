@@ -162,7 +162,10 @@ def _prepare(args):
         raise UsageError(str(err)) from err
     print(f'network: {opts} from {source}; weights {report["param_key"]!r} of {weights} '
           f'({report["loaded"]} tensors); device {device}')
-    return net.to(device).eval(), device, list(zip(inputs, outputs))
+    from drcnet.accel import accelerate, reuse_freed_cpu_memory
+    if device.type == 'cpu':
+        reuse_freed_cpu_memory()  # process-wide, so the command's choice, never a library side effect
+    return accelerate(net.to(device), device), device, list(zip(inputs, outputs))
 
 
 def restore_file(net, src: Path, dst: Path, args, device, progress: bool = False) -> None:

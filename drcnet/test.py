@@ -9,6 +9,7 @@ import torch
 
 from drcnet import _compat  # noqa: F401
 import drcnet  # noqa: F401,E402
+from drcnet.accel import accelerate, reuse_freed_cpu_memory  # noqa: E402
 from drcnet.engine.checkpoint import CheckpointError, load_network  # noqa: E402
 from drcnet.engine.context import init_context, shutdown  # noqa: E402
 from drcnet.engine.evaluator import evaluate  # noqa: E402
@@ -34,7 +35,9 @@ def run_tests(opts: dict, device: torch.device) -> dict:
         raise OptionError(f'path.pretrain_network_g: no file at {weights} (put the weights there or give another path)')
     net = build(ARCH_REGISTRY, opts['network_g'], where='network_g')
     report = load_network(net, weights, param_key=opts['path']['param_key_g'], strict=opts['path']['strict_load_g'])
-    net = net.to(device).eval()
+    if device.type == 'cpu':
+        reuse_freed_cpu_memory()  # process-wide, so the command's choice, never a library side effect
+    net = accelerate(net.to(device), device)
     val = opts['val']
     out_dir = Path(opts['path']['results_root']) / opts['name']
     ctx = RunContext(device=device)

@@ -11,6 +11,7 @@ from drcnet.inference.presets import TASKS, task_options
 from drcnet.inference.tiling import restore
 from drcnet.registry import ARCH_REGISTRY, build
 from tests.conftest import photo_tensor
+from tests.test_drcnet_arch import force_mixed_masks
 
 TINY = {'type': 'DRCNet', 'wf': 8, 'depth': 2}
 
@@ -100,10 +101,10 @@ def test_missing_input_and_bad_flag(tmp_path, capsys):
 
 def test_presets_build_and_deblur_uses_two_levels():
     assert set(TASKS) == {'paper', 'derain', 'denoise', 'deblur'}
-    counts = {task: sum(p.numel() for p in build(ARCH_REGISTRY, task_options(task), where='network_g').parameters())
-              for task in TASKS}
+    counts = {task: sum(p.numel() for p in build(ARCH_REGISTRY, task_options(task), where='network_g').parameters()
+                        if p.requires_grad) for task in TASKS}
     assert counts['paper'] == counts['derain'] == counts['denoise'] == sum(p.numel() for p in DRCNet().parameters())
-    assert counts['deblur'] < counts['paper']  # levels 0 and 1 lose their spatial-filter parameters
+    assert counts['deblur'] < counts['paper']  # levels 0 and 1 keep their spatial filters' parameters frozen
     opts = task_options('deblur', release_numerics=True)
     assert opts['sf_levels'] == [2, 3] and opts['sf_threshold'] == 0.8
     assert task_options('deblur')['sf_levels'] == [2, 3]  # a fresh copy each time
@@ -113,15 +114,23 @@ def test_release_yaml_hin_positions_map_to_sf_levels(setup, tmp_path, capsys):
     _, _, src = setup
     torch.manual_seed(1)
     release_net = DRCNet(wf=8, depth=2, sf_levels=[1])  # spatial filter at the deeper level only
+    force_mixed_masks(release_net)
     bare = tmp_path / 'release_level1.pth'
     torch.save({'params': release_net.state_dict()}, bare)
     opt = tmp_path / 'release.yml'
-    opt.write_text('network_g:\n  type: DRCNet\n  wf: 8\n  depth: 2\n  hin_position_left: 1\n  hin_position_right: 1\n')
-    args = ['-i', str(src / 'cat.png'), '-o', str(tmp_path / 'o'), '--weights', str(bare), '--opt', str(opt)]
-    assert main(args) == 0, capsys.readouterr().err
-    opt.write_text('network_g:\n  type: DRCNet\n  wf: 8\n  depth: 2\n  hin_position_left: 0\n  hin_position_right: 1\n')
-    assert main(args) == 2  # a network with the filter at both levels does not fit, and says so
-    assert 'missing from the file: down_path_1.0.norm' in capsys.readouterr().err
+    outputs = []
+    # the release holds the filter's tensors on every level: both readings load strictly, and restore differently
+    for left in (1, 0):
+        opt.write_text(f'network_g:\n  type: DRCNet\n  wf: 8\n  depth: 2\n  hin_position_left: {left}\n'
+                       '  hin_position_right: 1\n')
+        out = tmp_path / f'o{left}'
+        args = ['-i', str(src / 'cat.png'), '-o', str(out), '--weights', str(bare), '--opt', str(opt)]
+        assert main(args) == 0, capsys.readouterr().err
+        assert f"'sf_levels': {[1] if left else [0, 1]}" in capsys.readouterr().out
+        outputs.append(read_image(out / 'cat.png'))
+    expected = release_net.eval()(torch.from_numpy(read_image(src / 'cat.png').transpose(2, 0, 1).copy())[None])[-1]
+    assert np.abs(outputs[0] - expected[0].detach().clamp(0, 1).permute(1, 2, 0).numpy()).max() <= 1 / 255
+    assert np.abs(outputs[0] - outputs[1]).max() > 2 / 255
 
 
 def test_outputs_never_clobber_inputs_or_each_other(setup, tmp_path, capsys):

@@ -12,31 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from drcnet.archs.dfr_block import BLOCKS, REGION_STATS, DFRBlock
-from drcnet.archs.onednn import conv2d, conv_add_, conv_leaky_relu, conv_mul, conv_sigmoid, eager_inference
 from drcnet.registry import ARCH_REGISTRY
-
-
-def _conv_of_concat(conv: nn.Conv2d, parts: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``conv(torch.cat(parts, dim=1))`` without building the concatenation: one conv per part, summed.
-
-    At 256 px the paper network's concatenations are 32 MB maps, fresh memory on every call.
-    """
-    return _conv_of_concat_into(None, conv, parts)
-
-
-def _conv_of_concat_into(out: torch.Tensor | None, conv: nn.Conv2d, parts: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``out + conv(torch.cat(parts, dim=1))`` (in place when no autograd graph is recorded)."""
-    start = 0
-    for part in parts:
-        channels = slice(start, start + part.shape[1])
-        if out is None:
-            out = conv2d(conv, part, channels, bias=start == 0)
-        elif eager_inference():
-            conv_add_(out, conv, part, channels, bias=start == 0)
-        else:
-            out = out + conv2d(conv, part, channels, bias=start == 0)
-        start = channels.stop
-    return out
 
 
 class ResidualConvBlock(nn.Module):
@@ -49,12 +25,11 @@ class ResidualConvBlock(nn.Module):
         self.conv_1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.conv_2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
 
-    def forward(self, *parts: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, H, W), or its channel-wise parts (concatenated implicitly) -> (B, C_out, H, W)."""
-        # the activations may overwrite the conv outputs: neither convolution needs its output for backward
-        out = F.leaky_relu(_conv_of_concat(self.conv_1, parts), self.relu_slope, inplace=True)
-        out = conv_leaky_relu(self.conv_2, out, self.relu_slope)
-        return _conv_of_concat_into(out, self.identity, parts)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) -> (B, C_out, H, W)."""
+        out = F.leaky_relu(self.conv_1(x), self.relu_slope)
+        out = F.leaky_relu(self.conv_2(out), self.relu_slope)
+        return out + self.identity(x)
 
 
 class UpBlock(nn.Module):
@@ -65,30 +40,24 @@ class UpBlock(nn.Module):
         self.up = nn.ConvTranspose2d(in_ch, out_ch, 2, stride=2)
         self.conv_block = ResidualConvBlock(in_ch, out_ch, relu_slope)
 
-    use_reference = False
-
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         """x (B, C_in, H/2, W/2), skip (B, C_out, H, W) -> (B, C_out, H, W)."""
-        if self.use_reference:
-            return self.conv_block(torch.cat([self.up(x), skip], dim=1))
-        return self.conv_block(self.up(x), skip)
+        return self.conv_block(torch.cat([self.up(x), skip], dim=1))
 
 
 class SAM(nn.Module):
     """Supervised attention between the stages: the stage-1 image and attention-gated features."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, image_channels: int = 3):
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels, 3, 3, padding=1)
-        self.conv3 = nn.Conv2d(3, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, image_channels, 3, padding=1)
+        self.conv3 = nn.Conv2d(image_channels, channels, 3, padding=1)
 
     def forward(self, feat: torch.Tensor, image: torch.Tensor):
-        """feat (B, C, H, W), image (B, 3, H, W) -> gated feat (B, C, H, W), stage-1 image (B, 3, H, W)."""
-        restored = conv2d(self.conv2, feat) + image
-        if eager_inference():
-            return conv_mul(self.conv1, feat, conv_sigmoid(self.conv3, restored)).add_(feat), restored
-        return torch.addcmul(feat, self.conv1(feat), torch.sigmoid(self.conv3(restored))), restored
+        """feat (B, C, H, W), image (B, c, H, W) -> gated feat (B, C, H, W), stage-1 image (B, c, H, W)."""
+        restored = self.conv2(feat) + image
+        return feat + self.conv1(feat) * torch.sigmoid(self.conv3(restored)), restored
 
 
 def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -124,14 +93,8 @@ class DRCNet(nn.Module):
         region_stats: 'sample' (per-image region statistics) or 'batch' (pooled, as the release).
         sf_levels: encoder levels whose blocks use the spatial filter (default: all).
         block: 'dfr' or an ablation row of paper Table 4 ('base', 'sf', 'ea', 'sf_identity', 'sf_ea').
-        in_chans: image channels.
-
-    On the CPU the feature maps are kept channels-last (``cpu_channels_last``, an attribute, not
-    an option: it changes speed, not results).
+        in_chans: image channels (3, or 1 for grey images).
     """
-
-    cpu_channels_last = True
-    use_reference = False  # set_reference_path: also keeps the maps in the input's layout
 
     def __init__(self, wf: int = 64, depth: int = 4, relu_slope: float = 0.2, sf_threshold: float = 0.75,
                  ea_lambda: float = 1e-6, region_stats: str = 'sample', sf_levels: Sequence[int] | None = None,
@@ -143,6 +106,8 @@ class DRCNet(nn.Module):
             raise ValueError(f"region_stats: {region_stats!r} is not one of {', '.join(REGION_STATS)}")
         if depth < 1 or wf < 2 or wf % 2:
             raise ValueError(f'depth must be >= 1 and wf an even number >= 2, got depth={depth}, wf={wf}')
+        if in_chans < 1:
+            raise ValueError(f'in_chans must be >= 1, got {in_chans}')
         self.depth = depth
         levels = _normalise_levels(sf_levels, depth)
         widths = [wf * 2 ** i for i in range(depth)]
@@ -168,22 +133,18 @@ class DRCNet(nn.Module):
         self.down_path_2 = encoder(csff=True)
         self.up_path_1, self.skip_conv_1 = decoder()
         self.up_path_2, self.skip_conv_2 = decoder()
-        self.sam12 = SAM(wf)
+        self.sam12 = SAM(wf, in_chans)
         self.cat12 = nn.Conv2d(wf * 2, wf, 1)
         self.last = nn.Conv2d(wf, in_chans, 3, padding=1)
 
     @staticmethod
     def _encode(blocks, x, encs=None, decs=None):
-        """Encoder pass; the stage-1 maps in ``encs``/``decs`` are released from the lists once fused."""
+        """Encoder pass; ``encs``/``decs`` (stage 1's encoder skips and decoder outputs) feed CSFF in stage 2."""
         skips = []
         for i, block in enumerate(blocks):
-            enc = dec = None
-            if encs is not None and i < len(encs):
-                enc, encs[i] = encs[i], None
-            if decs is not None and i < len(decs):
-                dec, decs[i] = decs[i], None
+            enc = encs[i] if encs is not None and i < len(encs) else None
+            dec = decs[i] if decs is not None and i < len(decs) else None
             down, skip = block(x, enc, dec)
-            del enc, dec
             skips.append(skip)
             x = down if down is not None else skip
         return x, skips
@@ -192,30 +153,21 @@ class DRCNet(nn.Module):
     def _decode(ups, skip_convs, x, skips):
         outs = []
         for k, (up, skip_conv) in enumerate(zip(ups, skip_convs)):
-            x = up(x, conv2d(skip_conv, skips[-k - 2]))
+            x = up(x, skip_conv(skips[-k - 2]))
             outs.append(x)
         return x, outs[::-1]  # shallow to deep, to line up with encoder levels
 
     def forward(self, x: torch.Tensor) -> list:
-        """(B, 3, H, W) -> [stage-1 image, stage-2 image], each (B, 3, H, W); any H, W."""
+        """(B, c, H, W) -> [stage-1 image, stage-2 image], each (B, c, H, W), c = ``in_chans``; any H, W."""
         h, w = x.shape[-2:]
         image = _pad_to_multiple(x, 2 ** (self.depth - 1))
-        if self.cpu_channels_last and not self.use_reference and image.device.type == 'cpu':
-            # oneDNN convolves NHWC maps directly; NCHW ones are reordered to a blocked layout and
-            # back around every convolution (and the DFR statistics read NHWC just as well).
-            image = image.contiguous(memory_format=torch.channels_last)
 
-        feat, encs = self._encode(self.down_path_1, conv2d(self.conv_01, image))
+        feat, encs = self._encode(self.down_path_1, self.conv_01(image))
         feat, decs = self._decode(self.up_path_1, self.skip_conv_1, feat, encs)
         gated, stage1 = self.sam12(feat, image)
 
-        if self.use_reference:
-            feat = self.cat12(torch.cat([self.conv_02(image), gated], dim=1))
-        else:
-            feat = _conv_of_concat(self.cat12, [conv2d(self.conv_02, image), gated])
-        del gated
+        feat = self.cat12(torch.cat([self.conv_02(image), gated], dim=1))
         feat, encs2 = self._encode(self.down_path_2, feat, encs, decs)
-        del encs, decs  # (emptied) so that inference frees stage 1's maps before stage 2 decodes
         feat, _ = self._decode(self.up_path_2, self.skip_conv_2, feat, encs2)
-        stage2 = conv2d(self.last, feat) + image
+        stage2 = self.last(feat) + image
         return [stage1[..., :h, :w].contiguous(), stage2[..., :h, :w].contiguous()]

@@ -9,9 +9,9 @@ The release's ``hin_position_left/right`` are 0-based encoder level indices, bot
 release derives from; depth 4 has levels 0..3). Deraining and denoising train with 0..4, i.e. every
 level. The GoPro (deblurring) training options give left=2, right=3, so the deblurring preset is
 ``sf_levels: [2, 3]``, the two deepest levels. Its test options say 3..4, which would be level 3
-alone: we follow the training options, since the weights were trained with them. The two choices
-have different parameters (a level with the spatial filter has ``norm.*`` tensors), so if a
-checkpoint was trained otherwise, strict loading says so instead of running a different network.
+alone: we follow the training options, since the weights were trained with them. As in the release,
+every level holds the filter's ``norm.*`` tensors whether it applies them or not, so the two choices
+load the same checkpoint; only the restoration differs.
 
 The release's numerics (M_sr threshold 0.8, attention delta 1e-4, region statistics pooled over the
 batch) are not in the presets: ask for them with ``release_numerics=True`` to reproduce its outputs.
