@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto')
     p.add_argument('--suffix', default='', help='added to output names before the extension')
     p.add_argument('--ext', default='png', help="output format: png (default), jpg, tif, bmp, or 'same' as the input")
-    p.add_argument('--bits', type=int, choices=(8, 16), default=8, help='bits per channel of png/tif outputs')
+    p.add_argument('--bits', type=int, choices=(8, 16), default=None,
+                   help='bits per channel of png/tif outputs (default: as the input)')
     return p
 
 
@@ -169,22 +170,33 @@ def _prepare(args):
 
 
 def restore_file(net, src: Path, dst: Path, args, device, progress: bool = False) -> None:
-    """Read, restore and write one image (and its comparison picture)."""
+    """Read, restore and write one image (and its comparison picture) in the input's form.
+
+    The network restores RGB at float precision: a grey image is restored as three equal channels and
+    written grey, a 16-bit one is written with 16 bits, and an alpha channel is carried through unchanged.
+    """
     import torch
 
-    from drcnet.data.image_io import read_image, side_by_side, write_image
+    from drcnet.data.image_io import read_stored_image, side_by_side, to_float, write_image
     from drcnet.inference.tiling import restore
 
-    img = read_image(src)
-    x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
+    stored = read_stored_image(src)
+    x = torch.from_numpy(np.ascontiguousarray(stored.rgb.transpose(2, 0, 1)))[None]
     y = restore(net, x, tile=args.tile, overlap=args.tile_overlap, tta=args.tta, device=device,
                 progress=progress)
     del x
     out = y[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-    bits = args.bits if dst.suffix.lower() in ('.png', '.tif', '.tiff') else 8
-    write_image(dst, out, bits=bits)
+    ext = dst.suffix.lower()
+    bits = (args.bits or stored.bits) if ext in ('.png', '.tif', '.tiff') else 8
+    keep_alpha = ext not in ('.jpg', '.jpeg')
+    if stored.alpha is not None and not keep_alpha:
+        print(f'note: {dst} has no alpha channel (JPEG has none); use --ext png to keep that of {src}',
+              file=sys.stderr)
+    pixels = stored.like_stored(out, bits, keep_alpha=keep_alpha)
+    write_image(dst, pixels, bits=bits)
     if args.compare:
-        write_image(dst.with_name(f'{dst.stem}_compare.png'), side_by_side(img, out))
+        shown = pixels[:, :, 0] if stored.grey and pixels.ndim == 3 else pixels  # without alpha
+        write_image(dst.with_name(f'{dst.stem}_compare.png'), side_by_side(stored.rgb, to_float(shown)))
 
 
 def main(argv: list | None = None) -> int:

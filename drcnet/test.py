@@ -15,6 +15,7 @@ from drcnet.engine.context import init_context, shutdown  # noqa: E402
 from drcnet.engine.evaluator import evaluate  # noqa: E402
 from drcnet.engine.logger import setup_logger  # noqa: E402
 from drcnet.engine.options import build_parser, parse_options  # noqa: E402
+from drcnet.engine.preflight import check_paths  # noqa: E402
 from drcnet.engine.schema import OptionError  # noqa: E402
 from drcnet.inference.tiling import restore  # noqa: E402
 from drcnet.metrics.report import write_report  # noqa: E402
@@ -67,6 +68,7 @@ def main(argv=None) -> int:
     setup_logger(None)
     try:
         opts = parse_options(args, is_train=False)
+        check_paths(opts, is_train=False)
         ctx = init_context('none', opts['device'])
         setup_logger(Path(opts['path']['results_root']) / opts['name'] / 'test.log')
         result = run_tests(opts, ctx.device)

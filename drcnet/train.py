@@ -21,6 +21,7 @@ from drcnet.engine.context import (RunContext, any_rank, average_across_ranks, b
 from drcnet.engine.evaluator import evaluate  # noqa: E402
 from drcnet.engine.logger import format_eta, setup_logger  # noqa: E402
 from drcnet.engine.options import build_parser, dump_options, parse_options  # noqa: E402
+from drcnet.engine.preflight import check_paths  # noqa: E402
 from drcnet.engine.schema import CONTRASTIVE_ENGINE_KEYS, OptionError  # noqa: E402
 from drcnet.models.image_restoration_model import TrainingDiverged, capture_rng_state, restore_rng_state  # noqa: E402
 from drcnet.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY, build, resolve  # noqa: E402
@@ -312,6 +313,7 @@ def main(argv=None) -> int:
     setup_logger(None)
     try:
         opts = parse_options(args, is_train=True)
+        check_paths(opts, is_train=True)
     except OptionError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2

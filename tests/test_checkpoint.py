@@ -159,3 +159,72 @@ def test_release_state_dict_loads_strict_into_the_paper_network(tmp_path):
     report = load_network(net, path, param_key='auto')
     assert report['loaded'] == len(shapes) and report['param_key'] == 'params'
     assert all(torch.all(v == 0.5) for v in net.state_dict().values())
+
+
+class TrainerSettings:
+    """A class of the code that saved a checkpoint: drcnet cannot rebuild it without running that code."""
+
+    def __init__(self):
+        self.lr = 1e-3
+
+
+def _pickled_checkpoint(path, net):
+    """A checkpoint as many training scripts save one: weights beside whole Python objects."""
+    import argparse
+
+    import numpy as np
+    torch.save({'params': net.state_dict(), 'args': argparse.Namespace(lr=2e-4, name='run1'), 'net': net,
+                'mean': np.array([0.5, 0.25]), 'settings': TrainerSettings()}, path)
+    return path
+
+
+def test_a_pickled_checkpoint_is_refused_naming_the_object_and_the_conversion(tmp_path):
+    path = _pickled_checkpoint(tmp_path / 'pickled.pth', tiny())
+    with pytest.raises(CheckpointError) as err:
+        load_file(path)
+    message = str(err.value)
+    assert f'checkpoint {path} holds Python objects other than tensors (argparse.Namespace)' in message
+    assert f'python -m drcnet.engine.checkpoint convert {path} {tmp_path / "pickled_weights.pth"}' in message
+    assert 'weights_only' not in message and '\n' not in message
+    garbage = tmp_path / 'garbage.pth'
+    garbage.write_bytes(b'not a checkpoint at all')
+    with pytest.raises(CheckpointError, match=r'garbage\.pth: it is truncated or corrupt') as err:
+        load_file(garbage)
+    assert 'weights_only' not in str(err.value) and 'convert' not in str(err.value)
+
+
+def test_convert_keeps_weights_and_plain_values_and_names_what_it_drops(tmp_path, capsys):
+    from drcnet.engine.checkpoint import main
+    net = tiny(4)
+    src = _pickled_checkpoint(tmp_path / 'pickled.pth', net)
+    before = src.read_bytes()
+    dst = tmp_path / 'pickled_weights.pth'
+    assert main(['convert', str(src), str(dst)]) == 0
+    out = capsys.readouterr().out
+    assert f'not kept (no tensors or plain values inside): settings ({__name__}.TrainerSettings)' in out
+    ckpt = load_file(dst)
+    assert set(ckpt) == {'params', 'args', 'net', 'mean'} and ckpt['args'] == {'lr': 2e-4, 'name': 'run1'}
+    assert torch.equal(ckpt['mean'], torch.tensor([0.5, 0.25], dtype=torch.float64))
+    for key in ('params', 'net'):  # the saved module became its state dict
+        fresh = tiny(5)
+        load_network(fresh, dst, param_key='params', ckpt={'params': ckpt[key]})
+        assert same_weights(fresh, net), key
+    assert src.read_bytes() == before
+    assert main(['convert', str(src), str(dst)]) == 2  # an existing output is never overwritten
+    assert 'exists' in capsys.readouterr().err and load_file(dst).keys() == ckpt.keys()
+
+
+def test_the_advertised_convert_command_runs(tmp_path):
+    import subprocess
+    import sys
+    src = tmp_path / 'whole_model.pth'
+    net = tiny(6)
+    torch.save(net, src)
+    dst = tmp_path / 'converted.pth'
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, '-m', 'drcnet.engine.checkpoint', 'convert', str(src), str(dst)],
+                          capture_output=True, text=True, cwd=root, env={**os.environ, 'PYTHONPATH': str(root)})
+    assert done.returncode == 0 and done.stderr == '', done.stderr
+    fresh = tiny(7)
+    load_network(fresh, dst)  # a bare state dict, strictly loaded
+    assert same_weights(fresh, net)

@@ -152,3 +152,42 @@ def test_side_by_side_places_each_image_unchanged_between_white_gaps():
     assert (out[:, 30:38] == 255).all()
     with pytest.raises(ValueError, match=r'one height.*\(40, 30, 3\).*\(39, 50, 3\)'):
         side_by_side(a, b[:39])
+
+
+def test_stored_form_of_grey_16_bit_and_alpha_files_round_trips_exactly(tmp_path):
+    from drcnet.data.image_io import read_stored_image
+    crop = (_chelsea_crop() * 255).round().astype(np.uint8)
+    alpha = np.arange(64 * 80, dtype=np.uint32).reshape(64, 80).astype(np.uint8)
+    deep = (np.arange(64 * 80 * 3, dtype=np.uint32).reshape(64, 80, 3) * 13 % 65536).astype(np.uint16)
+    files = {'rgba.png': Image.fromarray(np.dstack([crop, alpha]), 'RGBA'),
+             'la.png': Image.fromarray(np.dstack([crop[:, :, 1], alpha]), 'LA'),
+             'grey.png': Image.fromarray(crop[:, :, 0], 'L')}
+    for name, img in files.items():
+        img.save(tmp_path / name)
+    cv2.imwrite(str(tmp_path / 'deep.png'), deep[:, :, ::-1])
+    cv2.imwrite(str(tmp_path / 'deep.tif'), deep[:, :, 0])
+    for name in ('rgba.png', 'la.png', 'grey.png', 'deep.png', 'deep.tif'):
+        stored = read_stored_image(tmp_path / name)
+        np.testing.assert_array_equal(stored.rgb, read_image(tmp_path / name))  # what the network sees
+        write_image(tmp_path / 'back' / name, stored.like_stored(stored.rgb), bits=stored.bits)
+        with Image.open(tmp_path / name) as a, Image.open(tmp_path / 'back' / name) as b:
+            assert b.mode == a.mode, name
+            np.testing.assert_array_equal(np.asarray(b), np.asarray(a))  # nothing changed on the way
+    stored = read_stored_image(tmp_path / 'la.png')
+    assert stored.grey and stored.bits == 8 and np.array_equal(stored.alpha, alpha)
+    assert read_stored_image(tmp_path / 'deep.tif').grey and read_stored_image(tmp_path / 'deep.png').bits == 16
+    assert stored.like_stored(stored.rgb, bits=16)[:, :, 1].tolist() == (alpha.astype(np.uint16) * 257).tolist()
+
+
+def test_alpha_follows_the_exif_rotation_of_its_colours(tmp_path):
+    from drcnet.data.image_io import read_stored_image
+    crop = (_chelsea_crop() * 255).round().astype(np.uint8)  # 64 x 80
+    alpha = np.tile(np.arange(80, dtype=np.uint8) * 3, (64, 1))
+    pil = Image.fromarray(np.dstack([crop, alpha]), 'RGBA')
+    exif = pil.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    pil.save(tmp_path / 'rotated.png', exif=exif.tobytes())
+    stored = read_stored_image(tmp_path / 'rotated.png')
+    assert stored.rgb.shape == (80, 64, 3)
+    np.testing.assert_array_equal(stored.rgb, np.rot90(crop, k=-1) / np.float32(255))
+    np.testing.assert_array_equal(stored.alpha, np.rot90(alpha, k=-1))

@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -140,3 +141,75 @@ def test_outputs_never_clobber_inputs_or_each_other(setup, tmp_path, capsys):
     assert 'cat.png' in capsys.readouterr().err and not (tmp_path / 'o').exists()
     assert main(['-i', str(src), '-o', str(src), '--weights', str(weights), '--ext', 'same']) == 2
     assert 'overwritten' in capsys.readouterr().err
+
+
+def _stored_forms(rgb: np.ndarray) -> dict:
+    """Real files' pixels in several forms (channel order RGB), all from one photograph crop."""
+    h, w, _ = rgb.shape
+    grey = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+    # a smooth ramp below 1/255 makes the 16-bit files hold values that 8 bits cannot
+    fine = np.linspace(0, 1, h * w, dtype=np.float32).reshape(h, w) * (200 / 65535)
+    alpha = np.round(np.linspace(0, 255, w, dtype=np.float32))[None, :].repeat(h, 0).astype(np.uint8)
+    return {
+        'grey': np.round(grey * 255).astype(np.uint8),
+        'rgb16': np.round(np.clip(rgb + fine[:, :, None], 0, 1) * 65535).astype(np.uint16),
+        'rgba': np.dstack([np.round(rgb * 255).astype(np.uint8), alpha]),
+        'grey16': np.round(np.clip(grey + fine, 0, 1) * 65535).astype(np.uint16),
+        'grey_alpha': np.dstack([np.round(grey * 255).astype(np.uint8), alpha]),
+    }
+
+
+@pytest.mark.parametrize('form', ['grey', 'rgb16', 'rgba', 'grey16', 'grey_alpha'])
+def test_output_keeps_the_inputs_channels_depth_and_alpha(setup, tmp_path, capsys, form):
+    from PIL import Image
+    net, weights, _ = setup
+    pixels = _stored_forms(photo('chelsea', 40, 56))[form]
+    src = tmp_path / f'{form}.png'
+    if form == 'grey_alpha':
+        Image.fromarray(pixels, 'LA').save(src)  # OpenCV cannot write grey with alpha
+    else:
+        cv2.imwrite(str(src), pixels if pixels.ndim == 2 else pixels[:, :, [2, 1, 0, 3][:pixels.shape[2]]])
+    dst = tmp_path / 'out' / f'{form}.png'
+    assert main(['-i', str(src), '-o', str(dst), '--weights', str(weights), '--device', 'cpu']) == 0, \
+        capsys.readouterr().err
+    with Image.open(src) as a, Image.open(dst) as b:
+        assert (b.mode, b.size) == (a.mode, a.size)
+    out = cv2.imread(str(dst), cv2.IMREAD_UNCHANGED)
+    has_alpha = form in ('rgba', 'grey_alpha')
+    if form == 'grey_alpha':  # OpenCV reads grey with alpha as BGRA: check the channels are equal
+        assert np.array_equal(out[:, :, 0], out[:, :, 1]) and np.array_equal(out[:, :, 0], out[:, :, 2])
+        out = out[:, :, [0, 3]]
+    elif out.ndim == 3:
+        out = out[:, :, [2, 1, 0, 3][:out.shape[2]]]
+    assert out.dtype == pixels.dtype and out.shape == pixels.shape
+    if has_alpha:
+        np.testing.assert_array_equal(out[:, :, -1], pixels[:, :, -1])
+    colour = out[:, :, :-1] if has_alpha else out
+    # the oracle: the RGB version of the input, restored at float precision
+    peak = float(np.iinfo(pixels.dtype).max)
+    given = (pixels[:, :, :-1] if has_alpha else pixels).astype(np.float32) / peak
+    given = given[:, :, None] if given.ndim == 2 else given
+    rgb_version = np.repeat(given, 3 // given.shape[2], axis=2)  # grey: three equal channels
+    x = torch.from_numpy(np.ascontiguousarray(rgb_version.transpose(2, 0, 1)))[None]
+    expected = restore(net, x)[0].clamp(0, 1).permute(1, 2, 0).numpy()
+    if form.startswith('grey'):
+        expected = expected.mean(axis=2, keepdims=form == 'grey_alpha')
+    # half a step of the output's integer scale, plus float32 round-off of two runs of the network
+    assert np.abs(colour / peak - expected.reshape(colour.shape)).max() <= 0.5 / peak + 1e-5
+    if peak == 65535:
+        assert (colour % 257 != 0).mean() > 0.9  # 16-bit values, not 8-bit ones scaled up
+
+
+def test_bits_and_ext_override_the_inputs_form_and_say_what_is_dropped(setup, tmp_path, capsys):
+    net, weights, _ = setup
+    forms = _stored_forms(photo('chelsea', 40, 56))
+    src16, src_rgba = tmp_path / 'deep.png', tmp_path / 'alpha.png'
+    cv2.imwrite(str(src16), forms['rgb16'][:, :, ::-1])
+    cv2.imwrite(str(src_rgba), forms['rgba'][:, :, [2, 1, 0, 3]])
+    out = tmp_path / 'o'
+    assert main(['-i', str(src16), '-o', str(out / 'deep8.png'), '--weights', str(weights), '--bits', '8']) == 0
+    assert cv2.imread(str(out / 'deep8.png'), cv2.IMREAD_UNCHANGED).dtype == np.uint8
+    capsys.readouterr()
+    assert main(['-i', str(src_rgba), '-o', str(out / 'flat.jpg'), '--weights', str(weights)]) == 0
+    assert 'has no alpha channel (JPEG has none); use --ext png' in capsys.readouterr().err
+    assert cv2.imread(str(out / 'flat.jpg'), cv2.IMREAD_UNCHANGED).shape == (40, 56, 3)

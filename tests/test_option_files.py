@@ -35,6 +35,7 @@ def test_paper_recipe_in_the_task_options():
         opts = validate(load_yaml(OPTIONS / f'{task}.yml'))
         train = opts['train']
         assert train['optim_g']['lr'] == 2e-4 and train['optim_g']['betas'] == [0.9, 0.999]
+        assert 'T_max' not in load_yaml(OPTIONS / f'{task}.yml')['train']['scheduler']  # total_iter governs
         assert train['scheduler'] == {'type': 'CosineAnnealingLR', 'T_max': 400000, 'eta_min': 1e-7}
         assert train['total_iter'] == 400000
         assert opts['datasets']['train']['gt_size'] == 256 and opts['datasets']['train']['batch_size_per_gpu'] == 4

@@ -1,4 +1,5 @@
 import logging
+from pathlib import Path
 
 import pytest
 import yaml
@@ -123,3 +124,60 @@ def test_cosine_schedule_with_warmup_follows_its_closed_form():
     assert lrs[0] == pytest.approx(1e-4)  # half-way through the warm-up
     assert lrs[5] == pytest.approx(1e-7 + (2e-4 - 1e-7) * 0.5)
     assert lrs[11] == pytest.approx(1e-7)
+
+
+def _lrs(scheduler_cfg: dict, warmup_iter: int, steps: int) -> list:
+    import torch
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=2e-4)
+    sched = build_scheduler(opt, scheduler_cfg, warmup_iter=warmup_iter)
+    lrs = []
+    for _ in range(steps + 1):
+        lrs.append(opt.param_groups[0]['lr'])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+def test_force_yml_total_iter_sets_the_cosine_period_of_a_shipped_file(caplog):
+    path = Path(__file__).resolve().parents[1] / 'options' / 'derain.yml'
+    args = build_parser('x').parse_args(['-opt', str(path), '--force_yml', 'train:total_iter=1000'])
+    with caplog.at_level(logging.WARNING, logger='basicsr'):
+        train = parse_options(args)['train']
+    assert 'T_max' not in caplog.text  # nothing disagrees: the period follows total_iter
+    lrs = _lrs(train['scheduler'], train['warmup_iter'], 1000)
+    assert lrs[500] == pytest.approx(1e-7 + (2e-4 - 1e-7) / 2)
+    assert lrs[1000] == pytest.approx(1e-7) and lrs[999] > lrs[1000]
+
+
+def test_release_cosine_without_t_max_follows_total_iter():
+    raw = minimal(**{'train.total_iter': 8, 'train.scheduler': {'type': 'TrueCosineAnnealingLR', 'eta_min': 1e-7}})
+    sched = validate(raw)['train']['scheduler']
+    assert sched == {'type': 'CosineAnnealingLR', 'eta_min': 1e-7, 'T_max': 8}
+    assert _lrs(sched, -1, 8)[8] == pytest.approx(1e-7)
+
+
+@pytest.mark.parametrize('t_max, words', [(300, 'stays there for the last 700 iterations'),
+                                           (4000, '3000 iterations after this run ends')])
+def test_explicit_t_max_is_kept_and_a_disagreement_warns(caplog, t_max, words):
+    raw = minimal(**{'train.total_iter': 1000,
+                     'train.scheduler': {'type': 'CosineAnnealingLR', 'T_max': t_max, 'eta_min': 1e-7}})
+    with caplog.at_level(logging.WARNING, logger='basicsr'):
+        sched = validate(raw)['train']['scheduler']
+    assert sched['T_max'] == t_max
+    assert f'train.scheduler.T_max ({t_max}) differs from train.total_iter (1000)' in caplog.text
+    assert words in caplog.text
+    lrs = _lrs(sched, -1, 1000)
+    if t_max < 1000:
+        assert lrs[t_max] == pytest.approx(1e-7) and lrs[1000] == pytest.approx(1e-7)
+    else:
+        assert lrs[1000] > 2e-4 / 2  # the run ends before half of the period
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger='basicsr'):
+        validate(minimal(**{'train.total_iter': 1000, 'train.scheduler': {'type': 'CosineAnnealingLR', 'T_max': 1000}}))
+    assert 'T_max' not in caplog.text
+
+
+def test_non_positive_t_max_names_the_key():
+    with pytest.raises(OptionError, match=r'train\.scheduler\.T_max: expected a positive integer, got 0'):
+        validate(minimal(**{'train.scheduler': {'type': 'CosineAnnealingLR', 'T_max': 0}}))

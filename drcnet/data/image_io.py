@@ -3,18 +3,24 @@
 OpenCV decodes (it is fast and handles 16-bit PNG/TIFF); this module adds what OpenCV leaves to the
 caller: RGB order, grey to three channels, alpha dropped, EXIF rotation for JPEG, and an error that
 names the file when it is unreadable or truncated instead of a later ``NoneType`` error.
+``read_stored_image`` also keeps what writing a result back in the file's own form needs: grey or
+colour, 8 or 16 bits, and the alpha channel.
 """
 from __future__ import annotations
 
 import os
+import struct
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import cv2
 import numpy as np
 
-__all__ = ['IMAGE_EXTENSIONS', 'ImageReadError', 'ImageWriteError', 'decode_image', 'decode_raw', 'encode_image',
-           'is_image_file', 'list_images', 'read_image', 'side_by_side', 'to_float', 'write_image']
+__all__ = ['IMAGE_EXTENSIONS', 'ImageReadError', 'ImageWriteError', 'StoredImage', 'decode_image', 'decode_raw',
+           'decode_stored_image', 'encode_image', 'is_image_file', 'list_images', 'read_image',
+           'read_stored_image', 'side_by_side', 'to_float', 'write_image']
 
 PathLike = Union[str, os.PathLike]
 
@@ -124,16 +130,107 @@ def decode_image(buf: bytes, name: str = '<bytes>') -> np.ndarray:
     return to_float(img, name)
 
 
-def read_image(path: PathLike) -> np.ndarray:
-    """Read an image file as float32 HxWx3 RGB in [0, 1]; ImageReadError (a ValueError) names a bad file."""
-    path = Path(path)
+def _read_bytes(path: Path) -> bytes:
     if not path.is_file():
         raise ImageReadError(f'cannot read image {path}: no such file')
     try:
-        buf = path.read_bytes()
+        return path.read_bytes()
     except OSError as err:
         raise ImageReadError(f'cannot read image {path}: {err.strerror or err}') from err
-    return decode_image(buf, str(path))
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """Read an image file as float32 HxWx3 RGB in [0, 1]; ImageReadError (a ValueError) names a bad file."""
+    return decode_image(_read_bytes(Path(path)), str(path))
+
+
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+_PNG_GREY_TYPES = (0, 4)  # IHDR colour types: grey, grey with alpha
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """An image file decoded for a network, with what writing a result back in the file's form needs."""
+    rgb: np.ndarray                 # float32 HxWx3 in [0, 1], as ``read_image`` gives
+    grey: bool                      # the file has one colour channel
+    bits: int                       # 8 or 16 bits per channel
+    alpha: Optional[np.ndarray]     # HxW alpha channel exactly as stored (uint8/uint16), or None
+
+    def like_stored(self, rgb: np.ndarray, bits: int | None = None, keep_alpha: bool = True) -> np.ndarray:
+        """``rgb`` (float HxWx3 in [0, 1], e.g. restored) as integer pixels in this file's form.
+
+        Grey files get the mean of the three channels (the inverse of repeating one channel); the alpha
+        channel is appended unchanged (rescaled only when ``bits`` differs from the file's).
+        """
+        bits = bits or self.bits
+        pixels = _to_integer_pixels(rgb.mean(axis=2) if self.grey else rgb, bits, 'image')
+        if self.alpha is None or not keep_alpha:
+            return pixels
+        alpha = self.alpha
+        if alpha.dtype == np.uint16 and bits == 8:
+            alpha = np.round(alpha / 257.0).astype(np.uint8)
+        elif alpha.dtype == np.uint8 and bits == 16:
+            alpha = alpha.astype(np.uint16) * 257
+        channels = pixels[:, :, None] if pixels.ndim == 2 else pixels
+        return np.concatenate([channels, alpha[:, :, None]], axis=2)
+
+
+def _dihedral(img: np.ndarray, k: int) -> np.ndarray:
+    """One of the eight flips and rotations (k in 0..7) of an HxW or HxWxC array."""
+    return np.rot90(img[:, ::-1] if k >= 4 else img, k % 4)
+
+
+def _stored_alpha(buf: bytes, colour: np.ndarray, name: str) -> Optional[np.ndarray]:
+    """The alpha channel of ``buf``, oriented as ``colour`` (the decoded colour channels, BGR or grey).
+
+    OpenCV applies an EXIF orientation only when it drops alpha, so the alpha channel read without it is
+    turned the way that maps the unrotated colour channels onto ``colour``.
+    """
+    if buf[:3] == b'\xff\xd8\xff':  # JPEG has no alpha channel
+        return None
+    raw = cv2.imdecode(np.frombuffer(buf, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.ndim != 3 or raw.shape[2] != 4:
+        return None
+    plain = raw[:, :, :3] if colour.ndim == 3 else raw[:, :, 0]
+    for k in range(8):
+        turned = _dihedral(plain, k)
+        if turned.shape == colour.shape and np.array_equal(turned, colour):
+            return np.ascontiguousarray(_dihedral(raw[:, :, 3], k))
+    raise ImageReadError(f'cannot read image {name}: its alpha channel does not line up with its colours')
+
+
+def decode_stored_image(buf: bytes, name: str = '<bytes>') -> StoredImage:
+    """Like ``decode_image``, keeping whether the file is grey, its bit depth and its alpha channel."""
+    colour = decode_raw(buf, name)
+    grey = colour.ndim == 2 or colour.shape[2] == 1
+    if buf[:8] == _PNG_SIGNATURE and len(buf) > 25 and buf[25] in _PNG_GREY_TYPES and colour.ndim == 3:
+        colour, grey = colour[:, :, 0], True  # OpenCV decodes grey with alpha as three equal channels
+    if colour.ndim == 3 and colour.shape[2] == 1:
+        colour = colour[:, :, 0]
+    alpha = _stored_alpha(buf, colour, name)
+    bgr_to_rgb = colour if colour.ndim == 2 else colour[:, :, 2::-1]
+    bits = 8 if colour.dtype == np.uint8 else 16
+    return StoredImage(rgb=to_float(bgr_to_rgb, name), grey=grey, bits=bits, alpha=alpha)
+
+
+def read_stored_image(path: PathLike) -> StoredImage:
+    """Read an image file as ``StoredImage``: float RGB for a network, plus its grey/bits/alpha form."""
+    return decode_stored_image(_read_bytes(Path(path)), str(path))
+
+
+def _grey_alpha_png(pixels: np.ndarray) -> bytes:
+    """A grey-with-alpha PNG (colour type 4), which OpenCV does not write; 8 or 16 bits, no filtering."""
+    height, width, _ = pixels.shape
+    depth = 16 if pixels.dtype == np.uint16 else 8
+    rows = np.ascontiguousarray(pixels.astype('>u2' if depth == 16 else np.uint8)).view(np.uint8)
+    rows = np.concatenate([np.zeros((height, 1), np.uint8), rows.reshape(height, -1)], axis=1)
+
+    def chunk(tag: bytes, body: bytes) -> bytes:
+        return struct.pack('>I', len(body)) + tag + body + struct.pack('>I', zlib.crc32(tag + body))
+
+    header = struct.pack('>IIBBBBB', width, height, depth, 4, 0, 0, 0)
+    return (_PNG_SIGNATURE + chunk(b'IHDR', header) + chunk(b'IDAT', zlib.compress(rows.tobytes(), 6))
+            + chunk(b'IEND', b''))
 
 
 def _to_integer_pixels(img: np.ndarray, bits: int, name: str) -> np.ndarray:
@@ -142,8 +239,8 @@ def _to_integer_pixels(img: np.ndarray, bits: int, name: str) -> np.ndarray:
     img = np.asarray(img)
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
-    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (3, 4))):
-        raise ValueError(f'{name}: expected an HxW or HxWx3 image, got shape {img.shape}')
+    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (2, 3, 4))):
+        raise ValueError(f'{name}: expected an HxW, HxWx2 (grey, alpha), HxWx3 or HxWx4 image, got shape {img.shape}')
     if img.dtype == np.uint8 and bits == 8 or img.dtype == np.uint16 and bits == 16:
         return img
     if not np.issubdtype(img.dtype, np.floating):
@@ -155,8 +252,15 @@ def _to_integer_pixels(img: np.ndarray, bits: int, name: str) -> np.ndarray:
 
 def encode_image(img: np.ndarray, ext: str = '.png', bits: int = 8, name: str = 'image',
                  params: list | None = None) -> bytes:
-    """Encode a float RGB image in [0, 1] (or uint8/uint16 RGB) to bytes of format ``ext``."""
+    """Encode a float RGB image in [0, 1] (or uint8/uint16 grey, grey+alpha, RGB, RGBA) to bytes of format ``ext``.
+
+    Grey with alpha is written as such to PNG, and as RGBA with three equal channels to other formats.
+    """
     pixels = _to_integer_pixels(img, bits, name)
+    if pixels.ndim == 3 and pixels.shape[2] == 2:
+        if ext.lower() == '.png':
+            return _grey_alpha_png(pixels)
+        pixels = pixels[:, :, [0, 0, 0, 1]]
     if pixels.ndim == 3:
         pixels = pixels[:, :, 2::-1] if pixels.shape[2] == 3 else pixels[:, :, [2, 1, 0, 3]]
     ok, buf = cv2.imencode(ext, np.ascontiguousarray(pixels), params or [])
@@ -166,7 +270,8 @@ def encode_image(img: np.ndarray, ext: str = '.png', bits: int = 8, name: str = 
 
 
 def write_image(path: PathLike, img: np.ndarray, bits: int = 8, params: list | None = None) -> Path:
-    """Write a float RGB image in [0, 1] (rounded to 8 bits, or 16 with ``bits=16``); creates parent folders.
+    """Write a float RGB image in [0, 1] (rounded to 8 bits, or 16 with ``bits=16``), or integer pixels of that
+    many bits (see ``encode_image``); creates parent folders.
 
     The file is written to a temporary name and renamed, so an interrupted write never leaves half a file.
     """

@@ -1,12 +1,18 @@
 """Checkpoint files: atomic writing, code-free reading, and strict network loading with a report.
 
 Our network checkpoints hold ``{'params': state, 'params_ema': state (if EMA), 'network_g': options}``.
-The release's hold ``{'params': state}`` or a bare state dict; both load here.
+The release's hold ``{'params': state}`` or a bare state dict; both load here. A trusted file that holds
+other Python objects is rewritten as one that does not with
+``python -m drcnet.engine.checkpoint convert IN.pth OUT.pth``.
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import pickle
+import re
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -72,12 +78,30 @@ def load_file(path: str | os.PathLike) -> dict:
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:  # torch raises several types for truncated, corrupt or code-bearing files
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f'cannot read checkpoint {path}: it is truncated, corrupt, or holds objects '
-                              f'other than tensors and plain containers ({type(err).__name__}: {reason})') from err
+        raise CheckpointError(_unreadable_reason(path, err)) from None
     if not isinstance(ckpt, Mapping):
         raise CheckpointError(f'checkpoint {path}: expected a dict, found {type(ckpt).__name__}')
     return ckpt
+
+
+# What torch's weights-only unpickler says when it meets a Python object it will not build.
+_REFUSED_GLOBAL = re.compile(r'GLOBAL (\S+)')
+_REFUSED_OBJECT = re.compile(r'(?:but got|unrecognized function) (.+?)(?: which belongs to|$)', re.MULTILINE)
+
+
+def _unreadable_reason(path: Path, err: Exception) -> str:
+    """Why ``path`` did not load, in our words: torch's own message suggests ``weights_only=False``."""
+    text = str(err)
+    detail = text.split('WeightsUnpickler error:', 1)[1] if 'WeightsUnpickler error:' in text else text
+    detail = detail.strip().splitlines()[0].strip() if detail.strip() else type(err).__name__
+    if isinstance(err, pickle.UnpicklingError):
+        found = _REFUSED_GLOBAL.search(detail) or _REFUSED_OBJECT.search(detail)
+        if found:
+            out = path.with_name(f'{path.stem}_weights{path.suffix or ".pth"}')
+            return (f'checkpoint {path} holds Python objects other than tensors ({found.group(1).rstrip(".")}); '
+                    f'reading them could run code, so it is refused. If you trust its source, convert it once to '
+                    f'a tensors-only file: python -m drcnet.engine.checkpoint convert {path} {out}')
+    return f'cannot read checkpoint {path}: it is truncated or corrupt ({type(err).__name__}: {detail})'
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -212,3 +236,110 @@ def save_network(net: nn.Module, path: str | os.PathLike, network_opts: Mapping,
             raise ValueError(f'extra: key {key!r} is reserved for the network checkpoint')
         ckpt[key] = value
     return atomic_save(ckpt, path)
+
+
+# --- converting a trusted pickled checkpoint ----------------------------------------------------
+_PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device, torch.Size)
+_DROP = object()
+
+
+def _tensors_only(obj: Any, where: str, dropped: list) -> Any:
+    """``obj`` as what a weights-only load rebuilds: modules and optimisers become their state dicts,
+    ``argparse.Namespace`` a dict, numpy arrays tensors; anything else is recorded in ``dropped``."""
+    import numpy as np
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, _PLAIN_TYPES):
+        return obj
+    if isinstance(obj, np.ndarray) and obj.dtype.kind in 'biufc':
+        return torch.from_numpy(np.array(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, argparse.Namespace):
+        obj = vars(obj)
+    elif callable(getattr(obj, 'state_dict', None)):  # nn.Module, optimiser, scheduler, grad scaler
+        obj = obj.state_dict()
+    if isinstance(obj, Mapping):
+        out = {}
+        for key, value in obj.items():
+            key = key if isinstance(key, (str, int, float, bool)) else str(key)
+            value = _tensors_only(value, f'{where}.{key}' if where else str(key), dropped)
+            if value is not _DROP:
+                out[key] = value
+        return out
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        items = [_tensors_only(v, f'{where}[{i}]', dropped) for i, v in enumerate(obj)]
+        items = [v for v in items if v is not _DROP]
+        return tuple(items) if isinstance(obj, tuple) else items
+    dropped.append(f'{where or "<top>"} ({type(obj).__module__}.{type(obj).__qualname__})')
+    return _DROP
+
+
+def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> dict:
+    """Rewrite a trusted checkpoint ``src`` as ``dst``, which ``load_file`` reads (tensors and plain values).
+
+    Unpickling ``src`` runs whatever code it holds: use this only on files from a trusted source. ``src``
+    is left as it is and ``dst`` must not exist. Returns {'tensors': count, 'dropped': [entry (type), ...]}.
+    """
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise CheckpointError(f'checkpoint file not found: {src}')
+    if dst.exists():
+        raise CheckpointError(f'{dst} exists; choose a new output name (the input is never overwritten)')
+    try:
+        obj = torch.load(src, map_location='cpu', weights_only=False)
+    except Exception as err:
+        raise CheckpointError(f'cannot read checkpoint {src} even as a trusted file '
+                              f'({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ""})'
+                              ) from None
+    dropped: list = []
+    plain = _tensors_only(obj, '', dropped)
+    if not isinstance(plain, Mapping):
+        raise CheckpointError(f'checkpoint {src} holds a {type(obj).__name__}, not a model, state dict or dict of them')
+    atomic_save(plain, dst)
+    try:
+        load_file(dst)
+    except CheckpointError:
+        dst.unlink()
+        raise
+    tensors = sum(1 for _ in _iter_tensors(plain))
+    return {'tensors': tensors, 'dropped': dropped}
+
+
+def _iter_tensors(obj: Any):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, Mapping):
+        for value in obj.values():
+            yield from _iter_tensors(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _iter_tensors(value)
+
+
+def main(argv: list | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m drcnet.engine.checkpoint',
+                                     description='Checkpoint tools.')
+    commands = parser.add_subparsers(dest='command', required=True)
+    convert = commands.add_parser(
+        'convert', help='rewrite a trusted checkpoint that holds Python objects as a tensors-only file',
+        description='Load IN with weights_only=False (this runs code stored in the file: only for files you '
+                    'trust) and write its tensors, numbers, strings and containers to OUT, which drcnet loads '
+                    'without running code. Modules and optimisers become their state dicts.')
+    convert.add_argument('input', metavar='IN')
+    convert.add_argument('output', metavar='OUT')
+    args = parser.parse_args(argv)
+    try:
+        report = convert_checkpoint(args.input, args.output)
+    except CheckpointError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    print(f'wrote {args.output}: {report["tensors"]} tensors')
+    if report['dropped']:
+        print(f'not kept (no tensors or plain values inside): {", ".join(report["dropped"])}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -4,12 +4,15 @@ Closed forms make a resumed run follow exactly the curve of an uninterrupted one
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Callable
 
 import torch
 
 from drcnet.registry import check_kwargs, did_you_mean
+
+logger = logging.getLogger('basicsr')
 
 
 def cosine(T_max: int, eta_min: float = 0.0) -> Callable[[float, int], float]:
@@ -39,6 +42,29 @@ def check_scheduler_options(cfg: dict, where: str = 'train.scheduler') -> None:
     if name not in SCHEDULES:
         raise ValueError(f'{where}.type: {name!r} is not one of {", ".join(SCHEDULES)}{did_you_mean(name, SCHEDULES)}')
     check_kwargs(SCHEDULES[name], {k: v for k, v in cfg.items() if k != 'type'}, where)
+
+
+def follow_total_iter(cfg: dict | None, total_iter: int, where: str = 'train.scheduler') -> dict | None:
+    """A copy of ``cfg`` whose cosine period is ``total_iter`` unless ``T_max`` is given; warns when they differ.
+
+    The period follows the run's length so that ``--force_yml train:total_iter=N`` anneals within N iterations.
+    """
+    if cfg is None or cfg.get('type') != 'CosineAnnealingLR':
+        return cfg
+    cfg = dict(cfg)
+    if cfg.get('T_max') is None:
+        cfg['T_max'] = total_iter
+    elif isinstance(cfg['T_max'], bool) or not isinstance(cfg['T_max'], int) or cfg['T_max'] < 1:
+        raise ValueError(f'{where}.T_max: expected a positive integer, got {cfg["T_max"]!r}; '
+                         f'leave it out to anneal over train.total_iter')
+    elif cfg['T_max'] != total_iter:
+        gap = abs(total_iter - cfg['T_max'])
+        when = (f'and stays there for the last {gap} iterations' if cfg['T_max'] < total_iter
+                else f'{gap} iterations after this run ends')
+        logger.warning(f'{where}.T_max ({cfg["T_max"]}) differs from train.total_iter ({total_iter}): the learning '
+                       f'rate reaches eta_min at iteration {cfg["T_max"]}, {when}; remove {where}.T_max to anneal '
+                       f'over train.total_iter')
+    return cfg
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict | None,

@@ -303,9 +303,10 @@ def validate(opts: dict, is_train: bool = True) -> dict:
         train = _check_section(out['train'], TRAIN, 'train')
         _check_optimizer(train['optim_g'], 'train.optim_g')
         if train['scheduler'] is not None:
-            from drcnet.engine.schedules import check_scheduler_options
+            from drcnet.engine.schedules import check_scheduler_options, follow_total_iter
             try:
                 check_scheduler_options(train['scheduler'])
+                train['scheduler'] = follow_total_iter(train['scheduler'], train['total_iter'])
             except ValueError as err:
                 raise OptionError(str(err)) from None
         if train['pixel_opt'] is not None:
