@@ -100,3 +100,19 @@ def test_a_checkpoint_of_another_network_fails_strict_loading(tmp_path, benchmar
     assert main(['-opt', str(opt_path)]) == 2
     err = capsys.readouterr().err
     assert 'strict' in err and 'down_path_1.2' in err
+
+
+def test_the_engine_imports_nothing_from_the_data_package():
+    # data/ builds on engine/ (the loader picks pin_memory from engine.device), so engine/ importing data/
+    # would make the two packages depend on each other
+    import ast
+    from pathlib import Path
+
+    import drcnet.engine
+    offenders = []
+    for path in sorted(Path(drcnet.engine.__file__).parent.glob('*.py')):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module or ''] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            offenders += [f'{path.name}: {n}' for n in names if n == 'drcnet.data' or n.startswith('drcnet.data.')]
+    assert offenders == []

@@ -1,6 +1,7 @@
-"""Any image file to float RGB in [0, 1], and back: the one place that reads and writes pixels.
+"""Any image file to float RGB in [0, 1], and back: the one place that reads pixels.
 
-OpenCV decodes (it is fast and handles 16-bit PNG/TIFF); this module adds what OpenCV leaves to the
+Writing (``write_image``, ``encode_image``) lives in ``drcnet.engine.image_files``, below both this
+package and the evaluator, and is re-exported here, so every caller keeps one import. OpenCV decodes (it is fast and handles 16-bit PNG/TIFF); this module adds what OpenCV leaves to the
 caller: RGB order, grey to three channels, alpha dropped, EXIF rotation for JPEG, and an error that
 names the file when it is unreadable or truncated instead of a later ``NoneType`` error.
 """
@@ -13,12 +14,12 @@ from typing import Union
 import cv2
 import numpy as np
 
+from drcnet.engine.image_files import IMAGE_EXTENSIONS, ImageWriteError, encode_image, write_image
+
 __all__ = ['IMAGE_EXTENSIONS', 'ImageReadError', 'ImageWriteError', 'decode_image', 'decode_raw', 'encode_image',
            'is_image_file', 'list_images', 'read_image', 'side_by_side', 'to_float', 'write_image']
 
 PathLike = Union[str, os.PathLike]
-
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp')
 
 # ANYCOLOR keeps grey as one channel and drops alpha; ANYDEPTH keeps 16 bits. Unlike IMREAD_UNCHANGED,
 # this combination lets OpenCV apply the EXIF orientation of JPEG files.
@@ -27,10 +28,6 @@ _DECODE_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
 
 class ImageReadError(ValueError):
     """An image file (or lmdb record) that cannot be decoded; the message names it."""
-
-
-class ImageWriteError(OSError):
-    """An image that cannot be encoded or written; the message names the path."""
 
 
 def is_image_file(path: PathLike) -> bool:
@@ -134,62 +131,6 @@ def read_image(path: PathLike) -> np.ndarray:
     except OSError as err:
         raise ImageReadError(f'cannot read image {path}: {err.strerror or err}') from err
     return decode_image(buf, str(path))
-
-
-def _to_integer_pixels(img: np.ndarray, bits: int, name: str) -> np.ndarray:
-    if bits not in (8, 16):
-        raise ValueError(f'{name}: bits must be 8 or 16, got {bits!r}')
-    img = np.asarray(img)
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[:, :, 0]
-    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (3, 4))):
-        raise ValueError(f'{name}: expected an HxW or HxWx3 image, got shape {img.shape}')
-    if img.dtype == np.uint8 and bits == 8 or img.dtype == np.uint16 and bits == 16:
-        return img
-    if not np.issubdtype(img.dtype, np.floating):
-        raise ValueError(f'{name}: pass a float image in [0, 1] (or uint{bits}), got {img.dtype}')
-    peak = 255.0 if bits == 8 else 65535.0
-    dtype = np.uint8 if bits == 8 else np.uint16
-    return np.round(np.clip(img, 0.0, 1.0) * peak).astype(dtype)
-
-
-def encode_image(img: np.ndarray, ext: str = '.png', bits: int = 8, name: str = 'image',
-                 params: list | None = None) -> bytes:
-    """Encode a float RGB image in [0, 1] (or uint8/uint16 RGB) to bytes of format ``ext``."""
-    pixels = _to_integer_pixels(img, bits, name)
-    if pixels.ndim == 3:
-        pixels = pixels[:, :, 2::-1] if pixels.shape[2] == 3 else pixels[:, :, [2, 1, 0, 3]]
-    ok, buf = cv2.imencode(ext, np.ascontiguousarray(pixels), params or [])
-    if not ok:
-        raise ImageWriteError(f'cannot encode {name} as {ext} ({bits}-bit)')
-    return buf.tobytes()
-
-
-def write_image(path: PathLike, img: np.ndarray, bits: int = 8, params: list | None = None) -> Path:
-    """Write a float RGB image in [0, 1] (rounded to 8 bits, or 16 with ``bits=16``); creates parent folders.
-
-    The file is written to a temporary name and renamed, so an interrupted write never leaves half a file.
-    """
-    path = Path(path)
-    ext = path.suffix.lower()
-    if ext not in IMAGE_EXTENSIONS:
-        raise ImageWriteError(f'cannot write image {path}: unknown extension {path.suffix!r}; '
-                              f'use one of {", ".join(IMAGE_EXTENSIONS)}')
-    if bits == 16 and ext not in ('.png', '.tif', '.tiff'):
-        raise ImageWriteError(f'cannot write image {path}: 16-bit output needs .png or .tif, not {ext}')
-    data = encode_image(img, ext, bits=bits, name=str(path), params=params)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as err:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise ImageWriteError(f'cannot write image {path}: {err.strerror or err}') from err
-    return path
 
 
 def side_by_side(*images: np.ndarray, gap: int = 8) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from drcnet.data.image_io import write_image
+from drcnet.engine.image_files import write_image
 from drcnet.metrics import calculate_psnr, calculate_ssim
 
 METRIC_FUNCTIONS = {'calculate_psnr': calculate_psnr, 'calculate_ssim': calculate_ssim}
