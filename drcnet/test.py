@@ -51,7 +51,7 @@ def run_tests(opts: dict, device: torch.device) -> dict:
                     f"({row['protocol']}, {row['images']} images, {row['seconds']:.1f}s)")
         rows.append(row)
     meta = {'checkpoint': str(weights), 'param_key': report['param_key'],
-            'protocol': 'PSNR/SSIM by basicsr on 8-bit images; Y = the Y channel of YCbCr (deraining), '
+            'protocol': "PSNR/SSIM by basicsr on 8-bit images; Y = the 8-bit Y of MATLAB's rgb2ycbcr (deraining), "
                         'RGB = all three channels',
             'tile': val['tile'], 'tta': val['tta']}
     result = write_report(rows, out_dir, meta)

@@ -1,4 +1,8 @@
-"""Evaluate a restoration function on a dataset: basicsr's PSNR/SSIM on the 8-bit images."""
+"""Evaluate a restoration function on a dataset: basicsr's PSNR/SSIM on the 8-bit images.
+
+RGB sets are scored on the three channels; Y sets on the 8-bit Y of MATLAB's ``rgb2ycbcr`` (the
+deraining tables' protocol, see ``drcnet.metrics.y_channel``).
+"""
 from __future__ import annotations
 
 import time
@@ -11,6 +15,7 @@ from tqdm import tqdm
 
 from drcnet.engine.image_files import write_image
 from drcnet.metrics import calculate_psnr, calculate_ssim
+from drcnet.metrics.y_channel import matlab_y
 
 METRIC_FUNCTIONS = {'calculate_psnr': calculate_psnr, 'calculate_ssim': calculate_ssim}
 DEFAULT_METRICS = {'psnr': {'type': 'calculate_psnr', 'crop_border': 0},
@@ -24,13 +29,17 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
 
 
 def score(restored: np.ndarray, gt: np.ndarray, metrics: dict, test_y_channel: bool) -> dict:
-    """Metric values of two RGB uint8 images; basicsr's Y conversion expects BGR, so flip."""
-    a, b = restored[..., ::-1], gt[..., ::-1]
+    """Metric values of two RGB uint8 images; on the MATLAB 8-bit Y channel where ``test_y_channel``."""
+    y_pair = None
     out = {}
     for name, cfg in metrics.items():
         fn = METRIC_FUNCTIONS[cfg['type']]
-        y = cfg.get('test_y_channel', test_y_channel)
-        out[name] = float(fn(a, b, crop_border=cfg.get('crop_border', 0), input_order='HWC', test_y_channel=y))
+        a, b = restored, gt
+        if cfg.get('test_y_channel', test_y_channel):
+            if y_pair is None:
+                y_pair = matlab_y(restored)[..., None], matlab_y(gt)[..., None]
+            a, b = y_pair
+        out[name] = float(fn(a, b, crop_border=cfg.get('crop_border', 0), input_order='HWC', test_y_channel=False))
     return out
 
 
