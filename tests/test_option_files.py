@@ -41,3 +41,9 @@ def test_paper_recipe_in_the_task_options():
         assert train['contrastive_opt']['alpha'] == 0.04
         assert train['contrastive_opt']['mixup'] == [1.0, 0.95, 0.90]
     assert validate(load_yaml(OPTIONS / 'derain.yml'))['datasets']['val']['test_y_channel'] is True
+
+
+def test_deblur_evaluation_uses_realblur_protocol_on_the_realblur_sets_only():
+    sets = validate(load_yaml(OPTIONS / 'test' / 'deblur.yml'), is_train=False)['datasets'].values()
+    assert {s['name']: s['protocol'] for s in sets} == {'GoPro': 'standard', 'HIDE': 'standard',
+                                                         'RealBlur_J': 'realblur', 'RealBlur_R': 'realblur'}

@@ -88,8 +88,11 @@ DIST = {
 PROGRESSIVE = {'iters': list, 'gt_size': list, 'batch_size': list}
 LOADER_DEFAULTS = {
     'batch_size_per_gpu': 1, 'num_worker_per_gpu': 0, 'use_shuffle': True, 'dataset_enlarge_ratio': 1,
-    'prefetch_mode': None, 'test_y_channel': False,
+    'prefetch_mode': None, 'test_y_channel': False, 'protocol': 'standard',
 }
+# datasets.<set>.protocol: how the evaluator scores the set. 'standard': RGB, or the MATLAB 8-bit Y with
+# test_y_channel; 'realblur': RealBlur's own protocol (ECC alignment to the ground truth, valid region only).
+PROTOCOLS = ('standard', 'realblur')
 METRIC_TYPES = ('calculate_psnr', 'calculate_ssim')
 MIXED_PRECISION = ('none', 'bf16', 'fp16')
 CONTRASTIVE_ENGINE_KEYS = ('skip_if_no_weights',)
@@ -234,6 +237,12 @@ def _check_dataset(cfg: Any, where: str, phase: str) -> dict:
     dataset_keys = {k: v for k, v in cfg.items() if k not in LOADER_DEFAULTS and k not in ('name', 'phase')}
     _check_component(dataset_keys, DATASET_REGISTRY, where)
     cfg['phase'] = phase
+    if cfg['protocol'] not in PROTOCOLS:
+        raise OptionError(f'{where}.protocol: {cfg["protocol"]!r} is not one of {", ".join(PROTOCOLS)}'
+                          f'{did_you_mean(cfg["protocol"], PROTOCOLS)}')
+    if cfg['protocol'] == 'realblur' and cfg['test_y_channel']:
+        raise OptionError(f'{where}.test_y_channel: RealBlur\'s protocol scores RGB; '
+                          f'set test_y_channel: false or drop protocol: realblur')
     for key in ('batch_size_per_gpu', 'num_worker_per_gpu', 'dataset_enlarge_ratio'):
         _check_type(cfg[key], int, f'{where}.{key}')
         if cfg[key] < (1 if key != 'num_worker_per_gpu' else 0):
@@ -298,6 +307,14 @@ def validate(opts: dict, is_train: bool = True) -> dict:
                 raise OptionError(f'val.metrics.{mname}.{key}: unknown option; valid keys: type, crop_border, '
                                   'test_y_channel')
     out['val']['metrics'] = metrics
+    for name, cfg in datasets.items():
+        if cfg['protocol'] != 'realblur':
+            continue
+        for mname, mcfg in metrics.items():
+            for key, plain in (('crop_border', 0), ('test_y_channel', False)):
+                if mcfg.get(key, plain) != plain:
+                    raise OptionError(f'val.metrics.{mname}.{key}: {mcfg[key]!r} does not apply to datasets.{name} '
+                                      f'(protocol: realblur scores RGB inside the aligned region); use {plain}')
 
     if is_train:
         train = _check_section(out['train'], TRAIN, 'train')
