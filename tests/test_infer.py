@@ -131,3 +131,16 @@ def test_outputs_never_clobber_inputs_or_each_other(setup, tmp_path, capsys):
     assert 'cat.png' in capsys.readouterr().err and not (tmp_path / 'o').exists()
     assert main(['-i', str(src), '-o', str(src), '--weights', str(weights), '--ext', 'same']) == 2
     assert 'overwritten' in capsys.readouterr().err
+
+
+def test_opt_file_numerics_release_reaches_the_network(tmp_path):
+    from drcnet.infer import UsageError, network_options
+    from drcnet.inference.presets import RELEASE_NUMERICS
+
+    opt = tmp_path / 'test.yml'
+    opt.write_text('network_g:\n  type: DRCNet\n  wf: 8\n  depth: 2\n  numerics: release\n')
+    opts, _ = network_options({}, str(opt), None)
+    assert opts == {**TINY, **RELEASE_NUMERICS}
+    opt.write_text('network_g:\n  type: DRCNet\n  numerics: release\n  sf_threshold: 0.7\n')
+    with pytest.raises(UsageError, match='test.yml: network_g.sf_threshold: 0.7 conflicts'):
+        network_options({}, str(opt), None)
