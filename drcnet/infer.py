@@ -60,10 +60,14 @@ def _read_yaml_network(path: Path) -> dict:
     net = data.get('network_g') if isinstance(data, dict) else None
     if not isinstance(net, dict):
         raise UsageError(f'--opt: {path} has no network_g mapping')
-    from drcnet.engine.schema import translate_release_keys
+    from drcnet.engine.schema import OptionError, expand_numerics, translate_release_keys
 
-    # the release's hin_position_left/right become sf_levels (one warning), as for training options
-    return dict(translate_release_keys({'network_g': dict(net)})['network_g'])
+    # the release's hin_position_left/right become sf_levels (one warning), and numerics: release its three
+    # values, as for training and test options
+    try:
+        return expand_numerics(dict(translate_release_keys({'network_g': dict(net)})['network_g']))
+    except OptionError as err:
+        raise UsageError(f'--opt: {path}: {err}') from None
 
 
 def network_options(ckpt: dict, opt_file: str | None, task: str | None,

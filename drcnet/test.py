@@ -50,13 +50,15 @@ def run_tests(opts: dict, device: torch.device) -> dict:
             return restore(net, lq.to(device), tile=val['tile'], overlap=val['tile_overlap'], tta=val['tta']).float()
 
         row = evaluate(restore_fn, loader, cfg['name'], val['metrics'], test_y_channel=cfg['test_y_channel'],
-                       save_dir=out_dir if val['save_img'] else None, suffix=val['suffix'], pbar=val['pbar'])
+                       save_dir=out_dir if val['save_img'] else None, suffix=val['suffix'], pbar=val['pbar'],
+                       protocol=cfg['protocol'])
         logger.info(f"{cfg['name']}: PSNR {row.get('psnr', float('nan')):.2f} SSIM {row.get('ssim', float('nan')):.4f} "
                     f"({row['protocol']}, {row['images']} images, {row['seconds']:.1f}s)")
         rows.append(row)
     meta = {'checkpoint': str(weights), 'param_key': report['param_key'],
-            'protocol': 'PSNR/SSIM by basicsr on 8-bit images; Y = the Y channel of YCbCr (deraining), '
-                        'RGB = all three channels',
+            'protocol': "PSNR/SSIM by basicsr on 8-bit images; Y = the 8-bit Y of MATLAB's rgb2ycbcr (deraining), "
+                        'RGB = all three channels; RealBlur-ECC = RealBlur\'s protocol (aligned to the ground truth '
+                        'by ECC, scored inside the covered region)',
             'tile': val['tile'], 'tta': val['tta']}
     result = write_report(rows, out_dir, meta)
     result['out_dir'] = out_dir

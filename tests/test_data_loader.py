@@ -25,7 +25,8 @@ class _Indexed(Dataset):
 def test_split_dataset_options_separates_loader_keys_and_copies():
     block = {'name': 'demo', 'type': 'SyntheticDegradationDataset', 'samples': ['chelsea'], 'gt_size': 32,
              'batch_size_per_gpu': 2, 'num_worker_per_gpu': 0, 'use_shuffle': True, 'dataset_enlarge_ratio': 3,
-             'prefetch_mode': None, 'pin_memory': False, 'persistent_workers': True, 'test_y_channel': False}
+             'prefetch_mode': None, 'pin_memory': False, 'persistent_workers': True, 'test_y_channel': False,
+             'protocol': 'standard'}
     original = dict(block)
     dataset_kwargs, loader_kwargs = split_dataset_options(block)
     assert block == original

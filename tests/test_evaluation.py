@@ -1,5 +1,7 @@
-"""python test.py on small sets in the benchmarks' layouts: the table matches basicsr on the saved images."""
+"""python test.py on small sets in the benchmarks' layouts: the table matches basicsr on the saved images,
+and the Y-channel numbers match MATLAB's deraining protocol (fixture numbers from GNU Octave)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +14,11 @@ from drcnet.data.degradations import gaussian_noise, rain
 from drcnet.data.image_io import read_image, write_image
 from drcnet.data.samples import load_sample
 from drcnet.engine.checkpoint import save_network
+from drcnet.engine.evaluator import evaluate, score
+from drcnet.metrics.y_channel import matlab_y
 from drcnet.test import main
+
+FIXTURES = Path(__file__).parent / 'fixtures'
 
 NET = {'type': 'DRCNet', 'wf': 8, 'depth': 2}
 
@@ -60,10 +66,12 @@ def test_one_row_per_set_with_basicsr_numbers_on_the_saved_images(tmp_path, benc
     for key, (name, gt_dir, _, y) in sets.items():
         psnrs, ssims = [], []
         for gt_path in sorted(gt_dir.iterdir()):
-            restored = np.round(read_image(out / name / gt_path.name) * 255)[..., ::-1]
-            gt = np.round(read_image(gt_path) * 255)[..., ::-1]
-            psnrs.append(calculate_psnr(restored, gt, 0, test_y_channel=y))
-            ssims.append(calculate_ssim(restored, gt, 0, test_y_channel=y))
+            restored = np.round(read_image(out / name / gt_path.name) * 255).astype(np.uint8)
+            gt = np.round(read_image(gt_path) * 255).astype(np.uint8)
+            if y:  # deraining: the 8-bit Y of MATLAB's rgb2ycbcr
+                restored, gt = matlab_y(restored)[..., None], matlab_y(gt)[..., None]
+            psnrs.append(calculate_psnr(restored, gt, 0))
+            ssims.append(calculate_ssim(restored, gt, 0))
         row = rows[name]
         assert row['protocol'] == ('Y' if y else 'RGB')
         assert row['images'] == len(psnrs)
@@ -100,3 +108,71 @@ def test_a_checkpoint_of_another_network_fails_strict_loading(tmp_path, benchmar
     assert main(['-opt', str(opt_path)]) == 2
     err = capsys.readouterr().err
     assert 'strict' in err and 'down_path_1.2' in err
+
+
+def test_the_engine_imports_nothing_from_the_data_package():
+    # data/ builds on engine/ (the loader picks pin_memory from engine.device), so engine/ importing data/
+    # would make the two packages depend on each other
+    import ast
+    from pathlib import Path
+
+    import drcnet.engine
+    offenders = []
+    for path in sorted(Path(drcnet.engine.__file__).parent.glob('*.py')):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module or ''] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            offenders += [f'{path.name}: {n}' for n in names if n == 'drcnet.data' or n.startswith('drcnet.data.')]
+    assert offenders == []
+
+
+def _fixture_pairs(folder):
+    """(name, restored uint8 RGB, clean uint8 RGB) of a fixture folder with restored/ and target/."""
+    for path in sorted((folder / 'target').glob('*.png')):
+        yield (path.stem, np.round(read_image(folder / 'restored' / path.name) * 255).astype(np.uint8),
+               np.round(read_image(path) * 255).astype(np.uint8))
+
+
+def test_y_channel_table_equals_the_matlab_protocol_computed_by_octave():
+    # octave_numbers.json: MPRNet's evaluate_PSNR_SSIM.m protocol (uint8 rgb2ycbcr, PSNR, SSIM_index) run by
+    # GNU Octave on the committed pairs; tests/fixtures/matlab_protocol/octave_numbers.m regenerates it.
+    folder = FIXTURES / 'matlab_protocol'
+    octave = json.loads((folder / 'octave_numbers.json').read_text())
+    pairs = list(_fixture_pairs(folder))
+    assert [name for name, _, _ in pairs] == sorted(octave['images']) and len(pairs) == 6
+    # PSNR: both sides sum squared differences of 8-bit integers, exactly, in float64, so they agree to
+    # rounding; 1e-4 dB is the table's promise. SSIM: float64 local moments of 8-bit values carry absolute
+    # rounding errors below 121 taps * eps * 255^2 = 2e-9, which the constants C1 = 6.5 and C2 = 58.5 in
+    # the map's denominators keep far below 1e-8 in every entry and hence in its mean.
+    psnr_tol, ssim_tol = 1e-4, 1e-8
+    metrics = {'psnr': {'type': 'calculate_psnr'}, 'ssim': {'type': 'calculate_ssim'}}
+    float_y = []
+    for name, restored, clean in pairs:
+        ours = score(restored, clean, metrics, test_y_channel=True)
+        assert ours['psnr'] == pytest.approx(octave['images'][name]['psnr'], abs=psnr_tol), name
+        assert ours['ssim'] == pytest.approx(octave['images'][name]['ssim'], abs=ssim_tol), name
+        float_y.append(calculate_psnr(restored[..., ::-1], clean[..., ::-1], 0, test_y_channel=True))
+
+    loader = [{'lq': torch.from_numpy(r).permute(2, 0, 1)[None].float() / 255,
+               'gt': torch.from_numpy(c).permute(2, 0, 1)[None].float() / 255, 'lq_path': [n]}
+              for n, r, c in pairs]
+    row = evaluate(lambda lq: lq, loader, 'octave_pairs', test_y_channel=True, pbar=False)
+    assert row['protocol'] == 'Y' and row['images'] == len(pairs)
+    assert row['psnr'] == pytest.approx(octave['mean']['psnr'], abs=psnr_tol)
+    assert row['ssim'] == pytest.approx(octave['mean']['ssim'], abs=ssim_tol)
+    # the fixture tells the protocols apart: basicsr's float Y is hundredths of a dB away on these pairs
+    assert abs(np.mean(float_y) - octave['mean']['psnr']) > 100 * psnr_tol
+
+
+def test_matlab_y_is_the_bt601_formula_rounded_to_8_bits():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (64, 64, 3), dtype=np.int64)
+    twice_numerator = 2 * (65481 * rgb[..., 0] + 128553 * rgb[..., 1] + 24966 * rgb[..., 2])
+    assert not np.any(twice_numerator % 510000 == 255000)  # no exact halves here (see matlab_y's docstring)
+    rounded = 16 + (twice_numerator + 255000) // 510000  # floor(exact + 1/2), in integers
+    y = matlab_y(rgb.astype(np.uint8))
+    assert y.dtype == np.uint8 and np.array_equal(y, rounded)
+    float_y = 16 + (65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]) / 255
+    assert np.abs(y - float_y).max() > 0.49  # what basicsr's float Y keeps
+    with pytest.raises(ValueError, match='uint8'):
+        matlab_y(rgb.astype(np.float32))

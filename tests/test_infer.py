@@ -213,3 +213,16 @@ def test_bits_and_ext_override_the_inputs_form_and_say_what_is_dropped(setup, tm
     assert main(['-i', str(src_rgba), '-o', str(out / 'flat.jpg'), '--weights', str(weights)]) == 0
     assert 'has no alpha channel (JPEG has none); use --ext png' in capsys.readouterr().err
     assert cv2.imread(str(out / 'flat.jpg'), cv2.IMREAD_UNCHANGED).shape == (40, 56, 3)
+
+
+def test_opt_file_numerics_release_reaches_the_network(tmp_path):
+    from drcnet.infer import UsageError, network_options
+    from drcnet.inference.presets import RELEASE_NUMERICS
+
+    opt = tmp_path / 'test.yml'
+    opt.write_text('network_g:\n  type: DRCNet\n  wf: 8\n  depth: 2\n  numerics: release\n')
+    opts, _ = network_options({}, str(opt), None)
+    assert opts == {**TINY, **RELEASE_NUMERICS}
+    opt.write_text('network_g:\n  type: DRCNet\n  numerics: release\n  sf_threshold: 0.7\n')
+    with pytest.raises(UsageError, match='test.yml: network_g.sf_threshold: 0.7 conflicts'):
+        network_options({}, str(opt), None)

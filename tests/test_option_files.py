@@ -42,3 +42,22 @@ def test_paper_recipe_in_the_task_options():
         assert train['contrastive_opt']['alpha'] == 0.04
         assert train['contrastive_opt']['mixup'] == [1.0, 0.95, 0.90]
     assert validate(load_yaml(OPTIONS / 'derain.yml'))['datasets']['val']['test_y_channel'] is True
+
+
+def test_deblur_evaluation_uses_realblur_protocol_on_the_realblur_sets_only():
+    sets = validate(load_yaml(OPTIONS / 'test' / 'deblur.yml'), is_train=False)['datasets'].values()
+    assert {s['name']: s['protocol'] for s in sets} == {'GoPro': 'standard', 'HIDE': 'standard',
+                                                         'RealBlur_J': 'realblur', 'RealBlur_R': 'realblur'}
+
+
+@pytest.mark.parametrize('path', TEST_FILES, ids=lambda p: p.name)
+def test_release_numerics_are_one_uncommented_line_in_the_evaluation_options(path, tmp_path):
+    from drcnet.inference.presets import RELEASE_NUMERICS
+
+    text = path.read_text()
+    assert text.count('  # numerics: release') == 1
+    assert all(key not in validate(load_yaml(path), is_train=False)['network_g'] for key in RELEASE_NUMERICS)
+    edited = tmp_path / path.name
+    edited.write_text(text.replace('  # numerics: release', '  numerics: release'))
+    net = validate(load_yaml(edited), is_train=False)['network_g']
+    assert {key: net[key] for key in RELEASE_NUMERICS} == RELEASE_NUMERICS

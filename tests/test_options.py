@@ -181,3 +181,50 @@ def test_explicit_t_max_is_kept_and_a_disagreement_warns(caplog, t_max, words):
 def test_non_positive_t_max_names_the_key():
     with pytest.raises(OptionError, match=r'train\.scheduler\.T_max: expected a positive integer, got 0'):
         validate(minimal(**{'train.scheduler': {'type': 'CosineAnnealingLR', 'T_max': 0}}))
+
+
+def test_numerics_release_is_one_key_that_builds_the_release_numerics():
+    import torch
+
+    from drcnet.archs.drcnet_arch import DRCNet
+    from drcnet.registry import ARCH_REGISTRY, build
+    from tests.conftest import photo_tensor
+
+    raw = minimal(**{'network_g.numerics': 'release'})
+    net_opts = validate(raw)['network_g']
+    assert net_opts == {'type': 'DRCNet', 'wf': 8, 'depth': 2, 'sf_threshold': 0.8, 'ea_lambda': 1e-4,
+                        'region_stats': 'batch'}
+    assert raw['network_g'] == {'type': 'DRCNet', 'wf': 8, 'depth': 2, 'numerics': 'release'}  # not mutated
+    assert validate(minimal(**{'network_g.numerics': 'paper'}))['network_g'] == {
+        'type': 'DRCNet', 'wf': 8, 'depth': 2, 'sf_threshold': 0.75, 'ea_lambda': 1e-6, 'region_stats': 'sample'}
+
+    # the built network computes what DRCNet with the three values computes (batch statistics need two images)
+    x = torch.cat([photo_tensor('chelsea')[..., :48, :40], photo_tensor('coffee')[..., :48, :40]])
+    outputs = {}
+    for key, make in (('option', lambda: build(ARCH_REGISTRY, net_opts, where='network_g')),
+                      ('explicit', lambda: DRCNet(wf=8, depth=2, sf_threshold=0.8, ea_lambda=1e-4, region_stats='batch')),
+                      ('paper', lambda: DRCNet(wf=8, depth=2))):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            outputs[key] = make().eval()(x)[-1]
+    assert torch.equal(outputs['option'], outputs['explicit'])
+    assert (outputs['option'] - outputs['paper']).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize('extra, match', [
+    ({'sf_threshold': 0.75}, r'network_g.sf_threshold: 0.75 conflicts with network_g.numerics: release, which sets '
+                             r'sf_threshold: 0.8'),
+    ({'region_stats': 'sample'}, r"network_g.region_stats: 'sample' conflicts with network_g.numerics: release"),
+    ({'ea_lambda': 1e-6}, r'network_g.ea_lambda: 1e-06 conflicts'),
+    ({'numerics': 'relase'}, r"network_g.numerics: 'relase' is not one of paper, release.*did you mean 'release'"),
+])
+def test_numerics_conflicts_and_misspellings_name_the_keys(extra, match):
+    net = {'type': 'DRCNet', 'wf': 8, 'depth': 2, 'numerics': 'release', **extra}
+    with pytest.raises(OptionError, match=match):
+        validate(minimal(network_g=net))
+
+
+def test_numerics_agrees_with_the_same_values_given_explicitly():
+    # YAML 1.1 reads 1e-4 without a dot as a string: still the same value
+    net = yaml.safe_load('{type: DRCNet, wf: 8, depth: 2, numerics: release, ea_lambda: 1e-4, sf_threshold: 0.8}')
+    assert validate(minimal(network_g=net))['network_g']['ea_lambda'] == 1e-4

@@ -1,4 +1,7 @@
-"""Any image file to float RGB in [0, 1], and back: the one place that reads and writes pixels.
+"""Any image file to float RGB in [0, 1], and back: the one place that reads pixels.
+
+Writing (``write_image``, ``encode_image``) lives in ``drcnet.engine.image_files``, below both this
+package and the evaluator, and is re-exported here, so every caller keeps one import.
 
 OpenCV decodes (it is fast and handles 16-bit PNG/TIFF); this module adds what OpenCV leaves to the
 caller: RGB order, grey to three channels, alpha dropped, EXIF rotation for JPEG, and an error that
@@ -9,8 +12,6 @@ colour, 8 or 16 bits, and the alpha channel.
 from __future__ import annotations
 
 import os
-import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -18,13 +19,14 @@ from typing import Optional, Union
 import cv2
 import numpy as np
 
+from drcnet.engine.image_files import (IMAGE_EXTENSIONS, PNG_SIGNATURE, ImageWriteError, to_integer_pixels,
+                                       encode_image, write_image)
+
 __all__ = ['IMAGE_EXTENSIONS', 'ImageReadError', 'ImageWriteError', 'StoredImage', 'decode_image', 'decode_raw',
            'decode_stored_image', 'encode_image', 'is_image_file', 'list_images', 'read_image',
            'read_stored_image', 'side_by_side', 'to_float', 'write_image']
 
 PathLike = Union[str, os.PathLike]
-
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp')
 
 # ANYCOLOR keeps grey as one channel and drops alpha; ANYDEPTH keeps 16 bits. Unlike IMREAD_UNCHANGED,
 # this combination lets OpenCV apply the EXIF orientation of JPEG files.
@@ -33,10 +35,6 @@ _DECODE_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
 
 class ImageReadError(ValueError):
     """An image file (or lmdb record) that cannot be decoded; the message names it."""
-
-
-class ImageWriteError(OSError):
-    """An image that cannot be encoded or written; the message names the path."""
 
 
 def is_image_file(path: PathLike) -> bool:
@@ -144,7 +142,6 @@ def read_image(path: PathLike) -> np.ndarray:
     return decode_image(_read_bytes(Path(path)), str(path))
 
 
-_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 _PNG_GREY_TYPES = (0, 4)  # IHDR colour types: grey, grey with alpha
 
 
@@ -163,7 +160,7 @@ class StoredImage:
         channel is appended unchanged (rescaled only when ``bits`` differs from the file's).
         """
         bits = bits or self.bits
-        pixels = _to_integer_pixels(rgb.mean(axis=2) if self.grey else rgb, bits, 'image')
+        pixels = to_integer_pixels(rgb.mean(axis=2) if self.grey else rgb, bits, 'image')
         if self.alpha is None or not keep_alpha:
             return pixels
         alpha = self.alpha
@@ -203,7 +200,7 @@ def decode_stored_image(buf: bytes, name: str = '<bytes>') -> StoredImage:
     """Like ``decode_image``, keeping whether the file is grey, its bit depth and its alpha channel."""
     colour = decode_raw(buf, name)
     grey = colour.ndim == 2 or colour.shape[2] == 1
-    if buf[:8] == _PNG_SIGNATURE and len(buf) > 25 and buf[25] in _PNG_GREY_TYPES and colour.ndim == 3:
+    if buf[:8] == PNG_SIGNATURE and len(buf) > 25 and buf[25] in _PNG_GREY_TYPES and colour.ndim == 3:
         colour, grey = colour[:, :, 0], True  # OpenCV decodes grey with alpha as three equal channels
     if colour.ndim == 3 and colour.shape[2] == 1:
         colour = colour[:, :, 0]
@@ -216,85 +213,6 @@ def decode_stored_image(buf: bytes, name: str = '<bytes>') -> StoredImage:
 def read_stored_image(path: PathLike) -> StoredImage:
     """Read an image file as ``StoredImage``: float RGB for a network, plus its grey/bits/alpha form."""
     return decode_stored_image(_read_bytes(Path(path)), str(path))
-
-
-def _grey_alpha_png(pixels: np.ndarray) -> bytes:
-    """A grey-with-alpha PNG (colour type 4), which OpenCV does not write; 8 or 16 bits, no filtering."""
-    height, width, _ = pixels.shape
-    depth = 16 if pixels.dtype == np.uint16 else 8
-    rows = np.ascontiguousarray(pixels.astype('>u2' if depth == 16 else np.uint8)).view(np.uint8)
-    rows = np.concatenate([np.zeros((height, 1), np.uint8), rows.reshape(height, -1)], axis=1)
-
-    def chunk(tag: bytes, body: bytes) -> bytes:
-        return struct.pack('>I', len(body)) + tag + body + struct.pack('>I', zlib.crc32(tag + body))
-
-    header = struct.pack('>IIBBBBB', width, height, depth, 4, 0, 0, 0)
-    return (_PNG_SIGNATURE + chunk(b'IHDR', header) + chunk(b'IDAT', zlib.compress(rows.tobytes(), 6))
-            + chunk(b'IEND', b''))
-
-
-def _to_integer_pixels(img: np.ndarray, bits: int, name: str) -> np.ndarray:
-    if bits not in (8, 16):
-        raise ValueError(f'{name}: bits must be 8 or 16, got {bits!r}')
-    img = np.asarray(img)
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[:, :, 0]
-    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (2, 3, 4))):
-        raise ValueError(f'{name}: expected an HxW, HxWx2 (grey, alpha), HxWx3 or HxWx4 image, got shape {img.shape}')
-    if img.dtype == np.uint8 and bits == 8 or img.dtype == np.uint16 and bits == 16:
-        return img
-    if not np.issubdtype(img.dtype, np.floating):
-        raise ValueError(f'{name}: pass a float image in [0, 1] (or uint{bits}), got {img.dtype}')
-    peak = 255.0 if bits == 8 else 65535.0
-    dtype = np.uint8 if bits == 8 else np.uint16
-    return np.round(np.clip(img, 0.0, 1.0) * peak).astype(dtype)
-
-
-def encode_image(img: np.ndarray, ext: str = '.png', bits: int = 8, name: str = 'image',
-                 params: list | None = None) -> bytes:
-    """Encode a float RGB image in [0, 1] (or uint8/uint16 grey, grey+alpha, RGB, RGBA) to bytes of format ``ext``.
-
-    Grey with alpha is written as such to PNG, and as RGBA with three equal channels to other formats.
-    """
-    pixels = _to_integer_pixels(img, bits, name)
-    if pixels.ndim == 3 and pixels.shape[2] == 2:
-        if ext.lower() == '.png':
-            return _grey_alpha_png(pixels)
-        pixels = pixels[:, :, [0, 0, 0, 1]]
-    if pixels.ndim == 3:
-        pixels = pixels[:, :, 2::-1] if pixels.shape[2] == 3 else pixels[:, :, [2, 1, 0, 3]]
-    ok, buf = cv2.imencode(ext, np.ascontiguousarray(pixels), params or [])
-    if not ok:
-        raise ImageWriteError(f'cannot encode {name} as {ext} ({bits}-bit)')
-    return buf.tobytes()
-
-
-def write_image(path: PathLike, img: np.ndarray, bits: int = 8, params: list | None = None) -> Path:
-    """Write a float RGB image in [0, 1] (rounded to 8 bits, or 16 with ``bits=16``), or integer pixels of that
-    many bits (see ``encode_image``); creates parent folders.
-
-    The file is written to a temporary name and renamed, so an interrupted write never leaves half a file.
-    """
-    path = Path(path)
-    ext = path.suffix.lower()
-    if ext not in IMAGE_EXTENSIONS:
-        raise ImageWriteError(f'cannot write image {path}: unknown extension {path.suffix!r}; '
-                              f'use one of {", ".join(IMAGE_EXTENSIONS)}')
-    if bits == 16 and ext not in ('.png', '.tif', '.tiff'):
-        raise ImageWriteError(f'cannot write image {path}: 16-bit output needs .png or .tif, not {ext}')
-    data = encode_image(img, ext, bits=bits, name=str(path), params=params)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as err:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise ImageWriteError(f'cannot write image {path}: {err.strerror or err}') from err
-    return path
 
 
 def side_by_side(*images: np.ndarray, gap: int = 8) -> np.ndarray:

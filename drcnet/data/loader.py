@@ -21,7 +21,7 @@ logger = logging.getLogger('basicsr')
 
 # Keys of a ``datasets.<phase>`` block that configure the loader (or the evaluator), not the data set.
 LOADER_KEYS = frozenset({'name', 'batch_size_per_gpu', 'num_worker_per_gpu', 'use_shuffle', 'dataset_enlarge_ratio',
-                         'prefetch_mode', 'pin_memory', 'persistent_workers', 'test_y_channel'})
+                         'prefetch_mode', 'pin_memory', 'persistent_workers', 'test_y_channel', 'protocol'})
 PREFETCH_MODES = (None, 'cpu', 'cuda')
 
 
@@ -71,7 +71,7 @@ def build_dataloader(dataset: Dataset, phase: str, batch_size_per_gpu: int = 1, 
                      use_shuffle: bool = True, dataset_enlarge_ratio: int = 1, rank: int = 0, world_size: int = 1,
                      seed: int = 0, device: torch.device | str | None = None, persistent_workers: bool = True,
                      pin_memory: bool | None = None, prefetch_mode: str | None = None, name: str | None = None,
-                     test_y_channel: bool | None = None) -> DataLoader:
+                     test_y_channel: bool | None = None, protocol: str | None = None) -> DataLoader:
     """A DataLoader for ``phase`` ('train' or a validation/test phase).
 
     Training: an EnlargedSampler (seeded shuffle over the index repeated ``dataset_enlarge_ratio`` times,
@@ -79,7 +79,8 @@ def build_dataloader(dataset: Dataset, phase: str, batch_size_per_gpu: int = 1, 
     Validation/test: batch 1 in order. Workers are seeded per rank and epoch, persistent when there are
     any; memory is pinned when ``device`` is CUDA (``pin_memory`` overrides). ``prefetch_mode`` is
     checked here and used by ``create_prefetcher``; ``name`` only labels the log line and
-    ``test_y_channel`` belongs to the evaluator: both are accepted so a whole options block can be passed.
+    ``test_y_channel`` and ``protocol`` belong to the evaluator: all are accepted so a whole options block
+    can be passed.
     """
     if prefetch_mode not in PREFETCH_MODES:
         raise ValueError(f'prefetch_mode: {prefetch_mode!r} is not one of None, cpu, cuda')

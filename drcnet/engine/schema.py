@@ -6,12 +6,14 @@ naming the key, with a "did you mean" where a declared key is close.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import re
 from typing import Any, Callable
 
 from drcnet.registry import (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, check_kwargs, did_you_mean,
                              resolve)
+from drcnet.inference.presets import RELEASE_NUMERICS
 
 logger = logging.getLogger('basicsr')
 
@@ -88,8 +90,11 @@ DIST = {
 PROGRESSIVE = {'iters': list, 'gt_size': list, 'batch_size': list}
 LOADER_DEFAULTS = {
     'batch_size_per_gpu': 1, 'num_worker_per_gpu': 0, 'use_shuffle': True, 'dataset_enlarge_ratio': 1,
-    'prefetch_mode': None, 'test_y_channel': False,
+    'prefetch_mode': None, 'test_y_channel': False, 'protocol': 'standard',
 }
+# datasets.<set>.protocol: how the evaluator scores the set. 'standard': RGB, or the MATLAB 8-bit Y with
+# test_y_channel; 'realblur': RealBlur's own protocol (ECC alignment to the ground truth, valid region only).
+PROTOCOLS = ('standard', 'realblur')
 METRIC_TYPES = ('calculate_psnr', 'calculate_ssim')
 MIXED_PRECISION = ('none', 'bf16', 'fp16')
 CONTRASTIVE_ENGINE_KEYS = ('skip_if_no_weights',)
@@ -170,6 +175,48 @@ def translate_release_keys(opts: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# network_g.numerics: one key for the three numerics the release's checkpoints were trained with
+# ---------------------------------------------------------------------------------------------
+NUMERICS = ('paper', 'release')
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(b, float) and not isinstance(a, bool):
+        try:  # YAML 1.1 reads 1e-4 (no dot) as a string
+            return float(a) == b
+        except (TypeError, ValueError):
+            return False
+    return a == b
+
+
+def expand_numerics(net: dict, where: str = 'network_g') -> dict:
+    """``numerics: release`` -> sf_threshold 0.8, ea_lambda 1e-4, region_stats batch (``paper``: the class
+    defaults); a copy of ``net``. An explicit value of one of those keys that differs is an OptionError."""
+    if not isinstance(net, dict) or 'numerics' not in net:
+        return net
+    net = dict(net)
+    choice = net.pop('numerics')
+    if choice not in NUMERICS:
+        raise OptionError(f'{where}.numerics: {choice!r} is not one of {", ".join(NUMERICS)}'
+                          f'{did_you_mean(str(choice), NUMERICS)}')
+    try:
+        params = inspect.signature(resolve(ARCH_REGISTRY, net.get('type'), where=f'{where}.type')).parameters
+    except ValueError as err:
+        raise OptionError(str(err)) from None
+    missing = [k for k in RELEASE_NUMERICS if k not in params]
+    if missing:
+        raise OptionError(f'{where}.numerics: {net.get("type")} has no {", ".join(missing)}; '
+                          f'numerics applies to DRCNet')
+    values = RELEASE_NUMERICS if choice == 'release' else {k: params[k].default for k in RELEASE_NUMERICS}
+    for key, value in values.items():
+        if key in net and not _same_value(net[key], value):
+            raise OptionError(f'{where}.{key}: {net[key]!r} conflicts with {where}.numerics: {choice}, which sets '
+                              f'{key}: {value!r}; remove one of the two')
+        net[key] = value
+    return net
+
+
+# ---------------------------------------------------------------------------------------------
 # Validation
 # ---------------------------------------------------------------------------------------------
 def _type_name(types) -> str:
@@ -234,6 +281,12 @@ def _check_dataset(cfg: Any, where: str, phase: str) -> dict:
     dataset_keys = {k: v for k, v in cfg.items() if k not in LOADER_DEFAULTS and k not in ('name', 'phase')}
     _check_component(dataset_keys, DATASET_REGISTRY, where)
     cfg['phase'] = phase
+    if cfg['protocol'] not in PROTOCOLS:
+        raise OptionError(f'{where}.protocol: {cfg["protocol"]!r} is not one of {", ".join(PROTOCOLS)}'
+                          f'{did_you_mean(cfg["protocol"], PROTOCOLS)}')
+    if cfg['protocol'] == 'realblur' and cfg['test_y_channel']:
+        raise OptionError(f'{where}.test_y_channel: RealBlur\'s protocol scores RGB; '
+                          f'set test_y_channel: false or drop protocol: realblur')
     for key in ('batch_size_per_gpu', 'num_worker_per_gpu', 'dataset_enlarge_ratio'):
         _check_type(cfg[key], int, f'{where}.{key}')
         if cfg[key] < (1 if key != 'num_worker_per_gpu' else 0):
@@ -274,6 +327,7 @@ def validate(opts: dict, is_train: bool = True) -> dict:
     if out['device'] not in ('auto', 'cpu', 'cuda'):
         raise OptionError(f'device: {out["device"]!r} is not one of auto, cpu, cuda')
 
+    out['network_g'] = expand_numerics(out['network_g'])
     _check_component(out['network_g'], ARCH_REGISTRY, 'network_g')
 
     datasets = {}
@@ -298,6 +352,14 @@ def validate(opts: dict, is_train: bool = True) -> dict:
                 raise OptionError(f'val.metrics.{mname}.{key}: unknown option; valid keys: type, crop_border, '
                                   'test_y_channel')
     out['val']['metrics'] = metrics
+    for name, cfg in datasets.items():
+        if cfg['protocol'] != 'realblur':
+            continue
+        for mname, mcfg in metrics.items():
+            for key, plain in (('crop_border', 0), ('test_y_channel', False)):
+                if mcfg.get(key, plain) != plain:
+                    raise OptionError(f'val.metrics.{mname}.{key}: {mcfg[key]!r} does not apply to datasets.{name} '
+                                      f'(protocol: realblur scores RGB inside the aligned region); use {plain}')
 
     if is_train:
         train = _check_section(out['train'], TRAIN, 'train')
