@@ -159,3 +159,17 @@ def test_release_state_dict_loads_strict_into_the_paper_network(tmp_path):
     report = load_network(net, path, param_key='auto')
     assert report['loaded'] == len(shapes) and report['param_key'] == 'params'
     assert all(torch.all(v == 0.5) for v in net.state_dict().values())
+
+
+def test_state_dict_fit_is_the_one_comparison_behind_every_strict_load():
+    from drcnet.engine.checkpoint import fit_problems, state_dict_fit
+    own = {'0.weight': torch.zeros(2, 3), '0.bias': torch.zeros(2)}
+    state = {'features.0.weight': torch.ones(2, 3), 'features.0.bias': torch.ones(3), 'features.9.weight': 1,
+             'classifier.weight': torch.ones(1)}
+    fit = state_dict_fit(own, state, prefix='features.')
+    assert list(fit['usable']) == ['0.weight'] and fit['missing'] == []
+    assert fit['mismatched'] == [('features.0.bias', (3,), (2,))]
+    assert fit['unexpected'] == ['features.9.weight']  # keys outside the prefix are not this module's
+    assert fit_problems(fit) == ['1 unexpected in the file: features.9.weight',
+                                 '1 with another shape: features.0.bias file (3,) vs network (2,)']
+    assert fit_problems(fit, unexpected=False) == fit_problems(fit)[1:]
