@@ -235,3 +235,17 @@ def test_two_hundred_iterations_on_the_demo_data_beat_the_noisy_input(tmp_path):
     opts['val']['val_freq'] = 200
     rows = train(validate(opts), RunContext(device=torch.device('cpu')))['rows']
     assert rows and rows[0]['psnr'] > rows[0]['input_psnr'] + 1.0, rows
+
+
+def test_validation_during_bf16_training_scores_what_test_py_scores(tmp_path):
+    from drcnet.test import run_tests
+    opts = tiny_options(tmp_path, name='bf16_val', total_iter=2, mixed_precision='bf16')
+    rows = train(validate(opts), RunContext(device=torch.device('cpu')))['rows']
+    weights = tmp_path / 'experiments' / 'bf16_val' / 'models' / 'net_g_latest.pth'
+    test_opts = validate({'name': 'bf16_val_test', 'device': 'cpu', 'network_g': opts['network_g'],
+                          'datasets': {'test_1': dict(SYNTHETIC_VAL, name='val')},
+                          'path': {'pretrain_network_g': str(weights), 'results_root': str(tmp_path / 'results')},
+                          'val': {'pbar': False}}, is_train=False)
+    tested = run_tests(test_opts, torch.device('cpu'))['rows'][0]
+    # the same float32 computation on the same weights and image: equal, not merely close
+    assert rows[0]['psnr'] == tested['psnr'] and rows[0]['ssim'] == tested['ssim'], (rows[0], tested)

@@ -164,10 +164,14 @@ class ImageRestorationModel:
         return net.eval()
 
     def test(self, tile: int | None = None, overlap: int = 32, tta: bool = False, use_ema: bool = True) -> torch.Tensor:
-        """Restore the fed ``lq``; returns and keeps ``self.output`` (B, 3, H, W) in [0, 1]-ish range."""
+        """Restore the fed ``lq``; returns and keeps ``self.output`` (B, 3, H, W) in [0, 1]-ish range.
+
+        Always float32 with autocast off, whatever ``mixed_precision`` training uses, so that validation
+        during training scores exactly what ``test.py`` scores for the same weights.
+        """
         net = self.inference_net(use_ema)
-        with self._autocast():
-            self.output = restore(net, self.lq, tile=tile, overlap=overlap, tta=tta).float()
+        with torch.autocast(self.device.type, enabled=False):
+            self.output = restore(net, self.lq.float(), tile=tile, overlap=overlap, tta=tta).float()
         return self.output
 
     # --- state -------------------------------------------------------------------------------
