@@ -255,13 +255,9 @@ def train(opts: dict, ctx: RunContext, auto_resume: bool = False) -> dict:
             t_data = time.time()
             data_time += t_data - t0
             try:
-                losses = model.train_step(batches, current_iter)
-                diverged = None
+                losses = model.train_step(batches, current_iter)  # every rank raises together (flags agreed)
             except TrainingDiverged as err:
-                losses, diverged = {}, str(err)
-            if any_rank(ctx, diverged is not None):
-                msg = diverged or f'iteration {current_iter}: a loss became NaN/inf on another process'
-                raise TrainingDiverged(f'{msg}; stopped without saving (last good checkpoint kept)')
+                raise TrainingDiverged(f'{err}; stopped without saving (last good checkpoint kept)') from None
             current_iter += 1
             iter_done += 1
             t0 = time.time()

@@ -1,9 +1,11 @@
 """Training end to end on tiny networks and the sample photographs: one process and torchrun."""
 import logging
-import re
 import os
+import re
+import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,61 @@ def write_options(tmp_path, opts, name='opt.yml'):
     path = tmp_path / name
     path.write_text(yaml.safe_dump(opts))
     return path
+
+
+# Components that exist only for the tests below: a torchrun job imports them from this launcher script.
+TEST_COMPONENTS = textwrap.dedent('''
+    import os
+    import sys
+
+    import torch
+    from torch import nn
+
+    import drcnet  # noqa: F401
+    from drcnet.registry import LOSS_REGISTRY
+    from drcnet.train import main
+
+    RANK = int(os.environ.get('RANK', '0'))
+
+
+    @LOSS_REGISTRY.register()
+    class NaNOnOneRankLoss(nn.Module):
+        """L1 that turns NaN on rank ``nan_rank`` from its ``nan_from_call``-th call (1-based) on."""
+
+        def __init__(self, nan_rank=1, nan_from_call=1):
+            super().__init__()
+            self.nan_rank, self.nan_from_call, self.calls = nan_rank, nan_from_call, 0
+
+        def forward(self, pred, gt):
+            self.calls += 1
+            loss = (pred - gt).abs().mean()
+            return loss * float('nan') if RANK == self.nan_rank and self.calls >= self.nan_from_call else loss
+
+
+
+    if __name__ == '__main__':
+        sys.exit(main())
+''')
+
+
+def run_torchrun(tmp_path, opts, timeout=240):
+    """Train ``opts`` with torchrun on 2 Gloo processes (test components available); (returncode, output)."""
+    launcher = tmp_path / 'train_with_test_components.py'
+    launcher.write_text(TEST_COMPONENTS)
+    opt_path = write_options(tmp_path, opts, f'{opts["name"]}.yml')
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+           str(launcher), '-opt', str(opt_path), '--launcher', 'pytorch']
+    # a session of its own, so that a hung job's workers are killed with torchrun
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f'the 2-process job was still running after {timeout}s:\n{out[-3000:]}')
+    return proc.returncode, out
 
 
 def final_weights(tmp_path, name):
@@ -249,3 +306,23 @@ def test_validation_during_bf16_training_scores_what_test_py_scores(tmp_path):
     tested = run_tests(test_opts, torch.device('cpu'))['rows'][0]
     # the same float32 computation on the same weights and image: equal, not merely close
     assert rows[0]['psnr'] == tested['psnr'] and rows[0]['ssim'] == tested['ssim'], (rows[0], tested)
+
+
+def test_nan_on_one_rank_stops_both_processes_together_and_keeps_the_good_checkpoint(tmp_path):
+    # DRCNet has two stage outputs, so the pixel loss is called twice per iteration: call 7 is in iteration 3
+    opts = tiny_options(tmp_path, name='nan_rank1', total_iter=6,
+                        pixel_opt={'type': 'NaNOnOneRankLoss', 'nan_rank': 1, 'nan_from_call': 7})
+    opts['datasets'].pop('val')
+    # a hang would last until the process group's timeout, far beyond this test's subprocess timeout
+    code, out = run_torchrun(tmp_path, opts, timeout=180)
+    assert code != 0, out[-3000:]
+    # both ranks stop at the same step with the same message and exit 1 (not killed or crashed in an all-reduce)
+    message = 'iteration 3: loss term l_pix is not finite on rank 1; stopped without saving'
+    assert out.count(message) == 2, out[-3000:]
+    assert len(re.findall(r'exitcode\s*: 1 ', out)) == 2, out[-3000:]
+    root = tmp_path / 'experiments' / 'nan_rank1'
+    assert sorted(p.name for p in (root / 'models').iterdir()) == ['net_g_2.pth']
+    assert sorted(p.name for p in (root / 'training_states').iterdir()) == ['2.state']
+    net = DRCNet(wf=8, depth=2)
+    net.load_state_dict(load_file(root / 'models' / 'net_g_2.pth')['params'])
+    assert load_file(root / 'training_states' / '2.state')['iter'] == 2

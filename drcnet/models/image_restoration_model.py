@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from drcnet.engine.context import flags_by_rank
 from drcnet.engine.ema import EMA
 from drcnet.engine.schedules import build_scheduler
 from drcnet.inference.tiling import restore
@@ -76,6 +77,7 @@ class ImageRestorationModel:
         self.net_g = net_g.to(self.device, memory_format=self.memory_format)
         self.ema = EMA(self.net_g, ema_decay) if ema_decay > 0 else None
         self.net_train = self.net_g
+        self.distributed = ddp
         if ddp:
             ids = [self.device.index] if self.device.type == 'cuda' else None
             self.net_train = DistributedDataParallel(self.net_g, device_ids=ids)
@@ -130,9 +132,8 @@ class ImageRestorationModel:
                     out = self.net_train(self.lq)
                 preds = out if isinstance(out, (list, tuple)) else [out]
                 terms = self._loss_terms(preds, self.gt, self.lq)
+                self._stop_if_diverged(terms, current_iter)
                 for name, value in terms.items():
-                    if not torch.isfinite(value).all():
-                        raise TrainingDiverged(f'iteration {current_iter}: loss term {name} is {value.item()}')
                     logged[name] = logged.get(name, 0.0) + value.item() / len(batches)
                 total = sum(terms.values()) / len(batches)
                 (self.scaler.scale(total) if self.scaler else total).backward()
@@ -150,6 +151,27 @@ class ImageRestorationModel:
         if self.ema is not None:
             self.ema.update(self.net_g)
         return logged
+
+    def _stop_if_diverged(self, terms: dict, current_iter: int) -> None:
+        """Raise TrainingDiverged when a loss term is NaN/inf here or, under DDP, on any rank.
+
+        Under DDP every rank learns every rank's verdict before ``backward()``, so all of them stop at the
+        same point instead of the healthy ones waiting for the stopped one in the gradient all-reduce.
+        """
+        names = list(terms)
+        bad = [not bool(torch.isfinite(terms[n]).all()) for n in names]
+        if not self.distributed:
+            for name, value, is_bad in zip(names, terms.values(), bad):
+                if is_bad:
+                    raise TrainingDiverged(f'iteration {current_iter}: loss term {name} is {value.item()}')
+            return
+        by_rank = flags_by_rank(bad, self.device)
+        culprits = [(n, [r for r, row in enumerate(by_rank) if row[i]]) for i, n in enumerate(names)]
+        culprits = [(n, ranks) for n, ranks in culprits if ranks]
+        if culprits:
+            said = '; '.join(f'loss term {n} is not finite on rank {", ".join(map(str, ranks))}'
+                             for n, ranks in culprits)
+            raise TrainingDiverged(f'iteration {current_iter}: {said}')
 
     def optimize_parameters(self, current_iter: int) -> dict:
         """BasicSR's entry point: one step on the data given to ``feed_data``."""
