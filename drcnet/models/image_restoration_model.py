@@ -17,14 +17,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from drcnet.engine.context import flags_by_rank
 from drcnet.engine.ema import EMA
+from drcnet.engine.optim import build_optimizer
 from drcnet.engine.schedules import build_scheduler
 from drcnet.inference.tiling import restore
 from drcnet.registry import MODEL_REGISTRY
 
 logger = logging.getLogger('basicsr')
-
-OPTIMIZERS = ('Adam', 'AdamW', 'SGD', 'RMSprop')
-
 
 class TrainingDiverged(RuntimeError):
     """A loss term became NaN or infinite."""
@@ -88,12 +86,8 @@ class ImageRestorationModel:
         self.scaler = torch.amp.GradScaler('cuda') if mixed_precision == 'fp16' else None
         self.optimizer = self.scheduler = None
         if optim_g is not None:
-            cfg = dict(optim_g)
-            name = cfg.pop('type')
-            if name not in OPTIMIZERS:
-                raise ValueError(f'train.optim_g.type: {name!r} is not one of {", ".join(OPTIMIZERS)}')
             params = [p for p in self.net_g.parameters() if p.requires_grad]
-            self.optimizer = getattr(torch.optim, name)(params, **cfg)
+            self.optimizer = build_optimizer(params, optim_g)
             self.scheduler = build_scheduler(self.optimizer, scheduler, warmup_iter)
         self.lq = self.gt = self.output = None
 
