@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -26,24 +24,6 @@ logger = logging.getLogger('basicsr')
 
 class TrainingDiverged(RuntimeError):
     """A loss term became NaN or infinite."""
-
-
-def capture_rng_state() -> dict:
-    np_state = np.random.get_state()
-    return {'python': random.getstate(), 'torch': torch.get_rng_state(),
-            'numpy': {'keys': torch.from_numpy(np_state[1].astype(np.int64)), 'pos': int(np_state[2]),
-                      'has_gauss': int(np_state[3]), 'gauss': float(np_state[4])}}
-
-
-def restore_rng_state(state: dict) -> None:
-    random.setstate(_as_tuple(state['python']))
-    torch.set_rng_state(state['torch'])
-    n = state['numpy']
-    np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss']))
-
-
-def _as_tuple(value):
-    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 @MODEL_REGISTRY.register()
@@ -195,8 +175,7 @@ class ImageRestorationModel:
         """Everything a resume needs, as plain tensors and containers (loadable with weights_only)."""
         state = {'iter': current_iter, 'epoch': epoch,
                  'params': {k: v.detach().cpu() for k, v in self.net_g.state_dict().items()},
-                 'optimizer': self.optimizer.state_dict(), 'scheduler': self.scheduler.state_dict(),
-                 'rng': capture_rng_state()}
+                 'optimizer': self.optimizer.state_dict(), 'scheduler': self.scheduler.state_dict()}
         if self.ema is not None:
             state['params_ema'] = {k: v.detach().cpu() for k, v in self.ema.module.state_dict().items()}
         if self.scaler is not None:
@@ -215,4 +194,3 @@ class ImageRestorationModel:
         self.scheduler.load_state_dict(state['scheduler'])
         if self.scaler is not None and 'scaler' in state:
             self.scaler.load_state_dict(state['scaler'])
-        restore_rng_state(state['rng'])
