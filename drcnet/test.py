@@ -7,28 +7,25 @@ from pathlib import Path
 
 import torch
 
-from drcnet import _compat  # noqa: F401
-import drcnet  # noqa: F401,E402
-from drcnet.accel import accelerate, reuse_freed_cpu_memory  # noqa: E402
-from drcnet.engine.checkpoint import CheckpointError, load_network  # noqa: E402
-from drcnet.engine.context import init_context, shutdown  # noqa: E402
-from drcnet.engine.evaluator import evaluate  # noqa: E402
-from drcnet.engine.logger import setup_logger  # noqa: E402
-from drcnet.engine.options import build_parser, parse_options  # noqa: E402
-from drcnet.engine.preflight import check_paths  # noqa: E402
-from drcnet.engine.schema import OptionError  # noqa: E402
-from drcnet.inference.tiling import restore  # noqa: E402
-from drcnet.metrics.report import write_report  # noqa: E402
-from drcnet.registry import ARCH_REGISTRY, build  # noqa: E402
+import drcnet  # noqa: F401  (registers every component)
+from drcnet.accel import accelerate, reuse_freed_cpu_memory
+from drcnet.data.loader import build_loader
+from drcnet.engine.checkpoint import CheckpointError, load_network
+from drcnet.engine.context import init_context, shutdown
+from drcnet.engine.evaluator import evaluate
+from drcnet.engine.logger import setup_logger
+from drcnet.engine.options import build_parser, parse_options
+from drcnet.engine.preflight import check_paths
+from drcnet.engine.schema import OptionError
+from drcnet.inference.tiling import restore
+from drcnet.metrics.report import write_report
+from drcnet.registry import ARCH_REGISTRY, build
 
 logger = logging.getLogger('basicsr')
 
 
 def run_tests(opts: dict, device: torch.device) -> dict:
     """Evaluate ``network_g`` with ``path.pretrain_network_g`` on every dataset of ``opts``."""
-    from drcnet.train import build_loader
-    from drcnet.engine.context import RunContext
-
     weights = opts['path']['pretrain_network_g']
     if not weights:
         raise OptionError('path.pretrain_network_g: the checkpoint to evaluate is missing')
@@ -41,10 +38,9 @@ def run_tests(opts: dict, device: torch.device) -> dict:
     net = accelerate(net.to(device), device)
     val = opts['val']
     out_dir = Path(opts['path']['results_root']) / opts['name']
-    ctx = RunContext(device=device)
     rows = []
     for name, cfg in opts['datasets'].items():
-        _, loader = build_loader(cfg, f'datasets.{name}', ctx, seed=opts['manual_seed'] or 0)
+        _, loader = build_loader(cfg, f'datasets.{name}', seed=opts['manual_seed'] or 0, device=device)
 
         def restore_fn(lq):
             return restore(net, lq.to(device), tile=val['tile'], overlap=val['tile_overlap'], tta=val['tta']).float()

@@ -2,61 +2,32 @@
 from __future__ import annotations
 
 import logging
-import math
-import random
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from drcnet import _compat  # noqa: F401
-import drcnet  # noqa: F401,E402  (registers every component)
-from drcnet.data.loader import build_dataloader, split_dataset_options  # noqa: E402
-from drcnet.engine.checkpoint import CheckpointError, atomic_save, load_file, load_network, save_network  # noqa: E402
-from drcnet.engine.context import (RunContext, any_rank, average_across_ranks, barrier, check_replicas,
-                                   experiment_paths,  # noqa: E402
+import drcnet
+from drcnet.data.loader import build_loader
+from drcnet.engine.checkpoint import CheckpointError, atomic_save, load_file, load_network, save_network
+from drcnet.engine.context import (RunContext, average_across_ranks, barrier, check_replicas, experiment_paths,
                                    init_context, shutdown)
-from drcnet.engine.evaluator import evaluate  # noqa: E402
-from drcnet.engine.logger import format_eta, setup_logger  # noqa: E402
-from drcnet.engine.options import build_parser, dump_options, parse_options  # noqa: E402
-from drcnet.engine.preflight import check_paths  # noqa: E402
-from drcnet.engine.schema import CONTRASTIVE_ENGINE_KEYS, OptionError  # noqa: E402
-from drcnet.models.image_restoration_model import TrainingDiverged, capture_rng_state, restore_rng_state  # noqa: E402
-from drcnet.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY, build, resolve  # noqa: E402
+from drcnet.engine.evaluator import evaluate
+from drcnet.engine.logger import format_eta, setup_logger
+from drcnet.engine.options import build_parser, dump_options, parse_options
+from drcnet.engine.preflight import check_paths
+from drcnet.engine.random_state import (agree_on_seed, capture_rng_state, gather_rng_states, restore_own_rng_state,
+                                        restore_rng_state, seed_everything)
+from drcnet.engine.schema import CONTRASTIVE_ENGINE_KEYS, OptionError
+from drcnet.models.image_restoration_model import TrainingDiverged
+from drcnet.registry import ARCH_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY, build, resolve
 
 logger = logging.getLogger('basicsr')
 STATE_KEYS = ('iter', 'epoch', 'params', 'optimizer', 'scheduler', 'rng')
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 # --- building from options (the edge: below here, objects take plain arguments) ---------------------
-def build_dataset(cfg: dict, where: str, **overrides):
-    dataset_kwargs, loader_kwargs = split_dataset_options(cfg)
-    dataset_kwargs.update(overrides)
-    return build(DATASET_REGISTRY, dataset_kwargs, where=where), loader_kwargs
-
-
-def build_loader(cfg: dict, where: str, ctx: RunContext, seed: int, **overrides):
-    batch = overrides.pop('batch_size_per_gpu', None)
-    dataset, loader_kwargs = build_dataset(cfg, where, **overrides)
-    if batch is not None:
-        loader_kwargs['batch_size_per_gpu'] = batch
-    phase = cfg['phase']
-    if phase != 'train':
-        loader_kwargs.update(batch_size_per_gpu=1, use_shuffle=False)
-    loader = build_dataloader(dataset, phase, rank=ctx.rank if phase == 'train' else 0,
-                              world_size=ctx.world_size if phase == 'train' else 1, seed=seed,
-                              device=ctx.device, **loader_kwargs)
-    return dataset, loader
-
-
 def build_contrastive(cfg: dict | None):
     if cfg is None:
         return None
@@ -89,14 +60,21 @@ def build_model(opts: dict, ctx: RunContext, net=None):
 
 
 # --- checkpoints and resume ---------------------------------------------------------------------
-def save_checkpoint(model, opts: dict, paths: dict, current_iter: int, epoch: int, batch_in_epoch: int,
+def save_checkpoint(model, opts: dict, ctx: RunContext, current_iter: int, epoch: int, batch_in_epoch: int,
                     tag: str | None = None) -> None:
-    tag = tag or str(current_iter)
-    ema = model.ema.module if model.ema is not None else None
-    save_network(model.net_g, paths['models'] / f'net_g_{tag}.pth', opts['network_g'], ema_net=ema)
-    state = model.training_state(current_iter, epoch, extra={'batch_in_epoch': batch_in_epoch})
-    atomic_save(state, paths['training_states'] / f'{current_iter}.state')
-    logger.info(f'saved net_g_{tag}.pth and training state {current_iter}.state')
+    """Rank 0 writes the weights and the training state, with every rank's random states (keyed by rank).
+
+    Every rank must call it (the random states are gathered); only rank 0 writes.
+    """
+    rng = gather_rng_states(ctx)
+    if ctx.is_main:
+        paths, tag = ctx.paths, tag or str(current_iter)
+        ema = model.ema.module if model.ema is not None else None
+        save_network(model.net_g, paths['models'] / f'net_g_{tag}.pth', opts['network_g'], ema_net=ema)
+        state = model.training_state(current_iter, epoch, extra={'batch_in_epoch': batch_in_epoch, 'rng': rng})
+        atomic_save(state, paths['training_states'] / f'{current_iter}.state')
+        logger.info(f'saved net_g_{tag}.pth and training state {current_iter}.state')
+    barrier(ctx)
 
 
 def find_resume_state(folder: Path) -> tuple[Path, dict] | None:
@@ -183,8 +161,10 @@ def train(opts: dict, ctx: RunContext, auto_resume: bool = False) -> dict:
     logger.info(f'drcnet {drcnet.__version__}, torch {torch.__version__}, device {ctx.device}, '
                 f'world size {ctx.world_size}\n{dump_options(opts)}')
 
-    seed = opts['manual_seed'] if opts['manual_seed'] is not None else random.randint(1, 10000)
-    seed_everything(seed + ctx.rank)
+    seed = agree_on_seed(opts['manual_seed'], ctx)
+    if opts['manual_seed'] is None:
+        logger.info(f'manual_seed not set: this run uses seed {seed} (set manual_seed: {seed} to repeat it)')
+    seed_everything(seed + ctx.rank)  # each rank its own stream; the sampler's permutation uses the shared seed
     train_opts = opts['train']
     progressive = train_opts['progressive']
     phase_idx = progressive_phase(progressive, 0)
@@ -193,13 +173,14 @@ def train(opts: dict, ctx: RunContext, auto_resume: bool = False) -> dict:
         over = {}
         if idx is not None:
             over = {'gt_size': progressive['gt_size'][idx], 'batch_size_per_gpu': progressive['batch_size'][idx]}
-        return build_loader(opts['datasets']['train'], 'datasets.train', ctx, seed, **over)
+        return build_loader(opts['datasets']['train'], 'datasets.train', rank=ctx.rank, world_size=ctx.world_size,
+                            seed=seed, device=ctx.device, **over)
 
     train_set, train_loader = make_train_loader(phase_idx)
     val_loaders = {}
     for name, cfg in opts['datasets'].items():
         if name != 'train':
-            val_loaders[name] = (cfg, build_loader(cfg, f'datasets.{name}', ctx, seed)[1])
+            val_loaders[name] = (cfg, build_loader(cfg, f'datasets.{name}', seed=seed, device=ctx.device)[1])
     accum = train_opts['accum_iter']
     total_iter = train_opts['total_iter']
     if len(train_loader) < accum:
@@ -214,6 +195,7 @@ def train(opts: dict, ctx: RunContext, auto_resume: bool = False) -> dict:
         path, state = resume
         model.resume_training(state)
         start_iter, epoch, skip_batches = state['iter'], state['epoch'], state.get('batch_in_epoch', 0)
+        restore_own_rng_state(state['rng'], ctx)
         logger.info(f'resumed from {path}: iteration {start_iter}, epoch {epoch}')
         if progressive_phase(progressive, start_iter) != phase_idx:
             phase_idx = progressive_phase(progressive, start_iter)
@@ -232,14 +214,8 @@ def train(opts: dict, ctx: RunContext, auto_resume: bool = False) -> dict:
         if hasattr(train_loader.sampler, 'set_epoch'):
             train_loader.sampler.set_epoch(epoch)
         batch_iter = iter(train_loader)
-        rng_after_skip = None
-        if skip_batches:
-            if resume is not None:
-                rng_after_skip = resume[1]['rng']
-            for _ in range(skip_batches):
-                next(batch_iter, None)
-            if rng_after_skip is not None:
-                restore_rng_state(rng_after_skip)  # skipped batches must not consume the resumed random state
+        for _ in range(skip_batches):  # each sample's draws are seeded by its place in the epoch: skipping is exact
+            next(batch_iter, None)
         batch_in_epoch = skip_batches
         skip_batches = 0
         t0 = time.time()
@@ -256,13 +232,9 @@ def train(opts: dict, ctx: RunContext, auto_resume: bool = False) -> dict:
             t_data = time.time()
             data_time += t_data - t0
             try:
-                losses = model.train_step(batches, current_iter)
-                diverged = None
+                losses = model.train_step(batches, current_iter)  # every rank raises together (flags agreed)
             except TrainingDiverged as err:
-                losses, diverged = {}, str(err)
-            if any_rank(ctx, diverged is not None):
-                msg = diverged or f'iteration {current_iter}: a loss became NaN/inf on another process'
-                raise TrainingDiverged(f'{msg}; stopped without saving (last good checkpoint kept)')
+                raise TrainingDiverged(f'{err}; stopped without saving (last good checkpoint kept)') from None
             current_iter += 1
             iter_done += 1
             t0 = time.time()
@@ -280,9 +252,7 @@ def train(opts: dict, ctx: RunContext, auto_resume: bool = False) -> dict:
                         tb.add_scalar(f'losses/{k}', v, current_iter)
                     tb.add_scalar('lr', model.current_lr(), current_iter)
             if current_iter % int(log_opts['save_checkpoint_freq']) == 0 and current_iter < total_iter:
-                if ctx.is_main:
-                    save_checkpoint(model, opts, paths, current_iter, epoch, batch_in_epoch)
-                barrier(ctx)
+                save_checkpoint(model, opts, ctx, current_iter, epoch, batch_in_epoch)
             if val_loaders and current_iter % int(val_opts['val_freq']) == 0:
                 if ctx.is_main:
                     last_rows = validate(model, val_loaders, opts, current_iter, tb)
@@ -297,8 +267,8 @@ def train(opts: dict, ctx: RunContext, auto_resume: bool = False) -> dict:
             epoch += 1
 
     check_replicas(ctx, model.net_g)
+    save_checkpoint(model, opts, ctx, current_iter, epoch, batch_in_epoch, tag='latest')
     if ctx.is_main:
-        save_checkpoint(model, opts, paths, current_iter, epoch, batch_in_epoch, tag='latest')
         if val_loaders and (not last_rows or current_iter % int(val_opts['val_freq']) != 0):
             last_rows = validate(model, val_loaders, opts, current_iter, tb)
     barrier(ctx)

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from drcnet.data.image_io import side_by_side, write_image  # noqa: E402
+from drcnet.data.loader import build_dataset  # noqa: E402
 from drcnet.engine.context import init_context  # noqa: E402
 from drcnet.engine.evaluator import score, to_uint8  # noqa: E402
 from drcnet.engine.logger import setup_logger  # noqa: E402
@@ -25,7 +26,7 @@ from drcnet.engine.options import apply_overrides, load_yaml  # noqa: E402
 from drcnet.engine.schema import validate  # noqa: E402
 from drcnet.inference.tiling import restore  # noqa: E402
 from drcnet.metrics.report import markdown_table, write_report  # noqa: E402
-from drcnet.train import build_dataset, train  # noqa: E402
+from drcnet.train import train  # noqa: E402
 
 
 def main(argv=None) -> int:

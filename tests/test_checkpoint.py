@@ -184,7 +184,7 @@ def test_a_pickled_checkpoint_is_refused_naming_the_object_and_the_conversion(tm
         load_file(path)
     message = str(err.value)
     assert f'checkpoint {path} holds Python objects other than tensors (argparse.Namespace)' in message
-    assert f'python -m drcnet.engine.checkpoint convert {path} {tmp_path / "pickled_weights.pth"}' in message
+    assert f'python -m drcnet.convert_checkpoint {path} {tmp_path / "pickled_weights.pth"}' in message
     assert 'weights_only' not in message and '\n' not in message
     garbage = tmp_path / 'garbage.pth'
     garbage.write_bytes(b'not a checkpoint at all')
@@ -194,12 +194,12 @@ def test_a_pickled_checkpoint_is_refused_naming_the_object_and_the_conversion(tm
 
 
 def test_convert_keeps_weights_and_plain_values_and_names_what_it_drops(tmp_path, capsys):
-    from drcnet.engine.checkpoint import main
+    from drcnet.convert_checkpoint import main
     net = tiny(4)
     src = _pickled_checkpoint(tmp_path / 'pickled.pth', net)
     before = src.read_bytes()
     dst = tmp_path / 'pickled_weights.pth'
-    assert main(['convert', str(src), str(dst)]) == 0
+    assert main([str(src), str(dst)]) == 0
     out = capsys.readouterr().out
     assert f'not kept (no tensors or plain values inside): settings ({__name__}.TrainerSettings)' in out
     ckpt = load_file(dst)
@@ -210,7 +210,7 @@ def test_convert_keeps_weights_and_plain_values_and_names_what_it_drops(tmp_path
         load_network(fresh, dst, param_key='params', ckpt={'params': ckpt[key]})
         assert same_weights(fresh, net), key
     assert src.read_bytes() == before
-    assert main(['convert', str(src), str(dst)]) == 2  # an existing output is never overwritten
+    assert main([str(src), str(dst)]) == 2  # an existing output is never overwritten
     assert 'exists' in capsys.readouterr().err and load_file(dst).keys() == ckpt.keys()
 
 
@@ -222,9 +222,23 @@ def test_the_advertised_convert_command_runs(tmp_path):
     torch.save(net, src)
     dst = tmp_path / 'converted.pth'
     root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, '-m', 'drcnet.engine.checkpoint', 'convert', str(src), str(dst)],
+    done = subprocess.run([sys.executable, '-m', 'drcnet.convert_checkpoint', str(src), str(dst)],
                           capture_output=True, text=True, cwd=root, env={**os.environ, 'PYTHONPATH': str(root)})
     assert done.returncode == 0 and done.stderr == '', done.stderr
     fresh = tiny(7)
     load_network(fresh, dst)  # a bare state dict, strictly loaded
     assert same_weights(fresh, net)
+
+
+def test_state_dict_fit_is_the_one_comparison_behind_every_strict_load():
+    from drcnet.engine.checkpoint import fit_problems, state_dict_fit
+    own = {'0.weight': torch.zeros(2, 3), '0.bias': torch.zeros(2)}
+    state = {'features.0.weight': torch.ones(2, 3), 'features.0.bias': torch.ones(3), 'features.9.weight': 1,
+             'classifier.weight': torch.ones(1)}
+    fit = state_dict_fit(own, state, prefix='features.')
+    assert list(fit['usable']) == ['0.weight'] and fit['missing'] == []
+    assert fit['mismatched'] == [('features.0.bias', (3,), (2,))]
+    assert fit['unexpected'] == ['features.9.weight']  # keys outside the prefix are not this module's
+    assert fit_problems(fit) == ['1 unexpected in the file: features.9.weight',
+                                 '1 with another shape: features.0.bias file (3,) vs network (2,)']
+    assert fit_problems(fit, unexpected=False) == fit_problems(fit)[1:]

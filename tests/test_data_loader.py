@@ -126,3 +126,30 @@ def test_loader_errors_name_the_option():
         build_dataloader(_Indexed(3), 'train', batch_size_per_gpu=8)
     with pytest.raises(ValueError, match='dataset_enlarge_ratio'):
         build_dataloader(_Indexed(3), 'train', dataset_enlarge_ratio=0.5)
+
+
+def test_training_samples_depend_on_seed_rank_epoch_and_position_only():
+    def make(workers, persistent=True, rank=0):
+        dataset = SyntheticDegradationDataset(samples=['chelsea', 'coffee'], degradation='gaussian_noise',
+                                              sigma=[5, 50], gt_size=24, images_per_epoch=8)
+        return build_dataloader(dataset, 'train', batch_size_per_gpu=2, num_worker_per_gpu=workers, seed=4,
+                                persistent_workers=persistent, rank=rank, world_size=2)
+
+    def epoch(loader, n):
+        set_epoch(loader, n)
+        return torch.cat([batch['lq'] for batch in loader])
+
+    in_process = make(0)
+    first, second = epoch(in_process, 0), epoch(in_process, 1)
+    for workers, persistent in ((1, True), (2, True), (1, False)):
+        loader = make(workers, persistent)
+        assert torch.equal(epoch(loader, 0), first) and torch.equal(epoch(loader, 1), second), (workers, persistent)
+    # a loader that starts at epoch 1, as a resumed run does, draws what the uninterrupted one drew
+    assert torch.equal(epoch(make(1), 1), second)
+    assert not torch.equal(epoch(make(0, rank=1), 0), first)  # the other rank: other images and noise
+    # the main process's own random stream is not consumed by drawing samples
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    epoch(in_process, 2)
+    assert torch.equal(torch.rand(3), expected)

@@ -1,9 +1,12 @@
 """Training end to end on tiny networks and the sample photographs: one process and torchrun."""
+import json
 import logging
-import re
 import os
+import re
+import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -47,6 +50,86 @@ def write_options(tmp_path, opts, name='opt.yml'):
     path = tmp_path / name
     path.write_text(yaml.safe_dump(opts))
     return path
+
+
+# Components that exist only for the tests below: a torchrun job imports them from this launcher script.
+TEST_COMPONENTS = textwrap.dedent('''
+    import os
+    import random
+    import sys
+
+    import torch
+    from torch import nn
+
+    import drcnet  # noqa: F401
+    from drcnet.registry import DATASET_REGISTRY, LOSS_REGISTRY
+    from drcnet.train import main
+
+    RANK = int(os.environ.get('RANK', '0'))
+
+
+    @LOSS_REGISTRY.register()
+    class NaNOnOneRankLoss(nn.Module):
+        """L1 that turns NaN on rank ``nan_rank`` from its ``nan_from_call``-th call (1-based) on."""
+
+        def __init__(self, nan_rank=1, nan_from_call=1):
+            super().__init__()
+            self.nan_rank, self.nan_from_call, self.calls = nan_rank, nan_from_call, 0
+
+        def forward(self, pred, gt):
+            self.calls += 1
+            loss = (pred - gt).abs().mean()
+            return loss * float('nan') if RANK == self.nan_rank and self.calls >= self.nan_from_call else loss
+
+
+    @LOSS_REGISTRY.register()
+    class RandomlyWeightedL1Loss(nn.Module):
+        """L1 times a weight drawn from this rank's torch generator, as a stochastic loss would draw."""
+
+        def forward(self, pred, gt):
+            return (pred - gt).abs().mean() * (0.5 + torch.rand(()))
+
+
+    @DATASET_REGISTRY.register()
+    class DrawRecordingDataset(torch.utils.data.Dataset):
+        """Tiny patches; every item appends (rank, index, a draw of python's random) to ``record``."""
+
+        def __init__(self, record, size=16, phase='train'):
+            self.record, self.size = record, size
+
+        def __len__(self):
+            return self.size
+
+        def __getitem__(self, index):
+            with open(self.record, 'a') as f:
+                f.write(f'{RANK} {index} {random.random()!r}\\n')
+            img = torch.full((3, 16, 16), index / self.size)
+            return {'lq': img, 'gt': img, 'lq_path': str(index), 'gt_path': str(index)}
+
+
+    if __name__ == '__main__':
+        sys.exit(main())
+''')
+
+
+def run_torchrun(tmp_path, opts, timeout=240):
+    """Train ``opts`` with torchrun on 2 Gloo processes (test components available); (returncode, output)."""
+    launcher = tmp_path / 'train_with_test_components.py'
+    launcher.write_text(TEST_COMPONENTS)
+    opt_path = write_options(tmp_path, opts, f'{opts["name"]}.yml')
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+           str(launcher), '-opt', str(opt_path), '--launcher', 'pytorch']
+    # a session of its own, so that a hung job's workers are killed with torchrun
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f'the 2-process job was still running after {timeout}s:\n{out[-3000:]}')
+    return proc.returncode, out
 
 
 def final_weights(tmp_path, name):
@@ -235,3 +318,95 @@ def test_two_hundred_iterations_on_the_demo_data_beat_the_noisy_input(tmp_path):
     opts['val']['val_freq'] = 200
     rows = train(validate(opts), RunContext(device=torch.device('cpu')))['rows']
     assert rows and rows[0]['psnr'] > rows[0]['input_psnr'] + 1.0, rows
+
+
+def test_validation_during_bf16_training_scores_what_test_py_scores(tmp_path):
+    from drcnet.test import run_tests
+    opts = tiny_options(tmp_path, name='bf16_val', total_iter=2, mixed_precision='bf16')
+    rows = train(validate(opts), RunContext(device=torch.device('cpu')))['rows']
+    weights = tmp_path / 'experiments' / 'bf16_val' / 'models' / 'net_g_latest.pth'
+    test_opts = validate({'name': 'bf16_val_test', 'device': 'cpu', 'network_g': opts['network_g'],
+                          'datasets': {'test_1': dict(SYNTHETIC_VAL, name='val')},
+                          'path': {'pretrain_network_g': str(weights), 'results_root': str(tmp_path / 'results')},
+                          'val': {'pbar': False}}, is_train=False)
+    tested = run_tests(test_opts, torch.device('cpu'))['rows'][0]
+    # the same float32 computation on the same weights and image: equal, not merely close
+    assert rows[0]['psnr'] == tested['psnr'] and rows[0]['ssim'] == tested['ssim'], (rows[0], tested)
+
+
+def test_nan_on_one_rank_stops_both_processes_together_and_keeps_the_good_checkpoint(tmp_path):
+    # DRCNet has two stage outputs, so the pixel loss is called twice per iteration: call 7 is in iteration 3
+    opts = tiny_options(tmp_path, name='nan_rank1', total_iter=6,
+                        pixel_opt={'type': 'NaNOnOneRankLoss', 'nan_rank': 1, 'nan_from_call': 7})
+    opts['datasets'].pop('val')
+    # a hang would last until the process group's timeout, far beyond this test's subprocess timeout
+    code, out = run_torchrun(tmp_path, opts, timeout=180)
+    assert code != 0, out[-3000:]
+    # both ranks stop at the same step with the same message (not crashed in an all-reduce, which gives -6);
+    # the first to exit makes torchrun stop the other, which may still be closing down (SIGTERM, -15)
+    message = 'iteration 3: loss term l_pix is not finite on rank 1; stopped without saving'
+    assert out.count(message) == 2, out[-3000:]
+    codes = [int(c) for c in re.findall(r'exitcode\s*: (-?\d+)', out)]
+    assert 1 in codes and set(codes) <= {1, -15}, out[-3000:]
+    root = tmp_path / 'experiments' / 'nan_rank1'
+    assert sorted(p.name for p in (root / 'models').iterdir()) == ['net_g_2.pth']
+    assert sorted(p.name for p in (root / 'training_states').iterdir()) == ['2.state']
+    net = DRCNet(wf=8, depth=2)
+    net.load_state_dict(load_file(root / 'models' / 'net_g_2.pth')['params'])
+    assert load_file(root / 'training_states' / '2.state')['iter'] == 2
+
+
+def test_an_unset_seed_is_drawn_once_so_the_shards_are_disjoint_and_each_rank_draws_its_own(tmp_path):
+    record = tmp_path / 'draws.txt'
+    opts = tiny_options(tmp_path, name='seedless', total_iter=4)
+    opts['manual_seed'] = None
+    # 16 items, batch 2 on each of 2 ranks: 4 iterations are one epoch
+    opts['datasets'] = {'train': {'type': 'DrawRecordingDataset', 'record': str(record), 'size': 16,
+                                  'batch_size_per_gpu': 2, 'num_worker_per_gpu': 0}}
+    code, out = run_torchrun(tmp_path, opts)
+    assert code == 0, out[-3000:]
+    lines = [line.split() for line in record.read_text().splitlines()]
+    shards = {r: sorted(int(i) for rank, i, _ in lines if rank == r) for r in ('0', '1')}
+    assert len(shards['0']) == len(shards['1']) == 8
+    assert sorted(shards['0'] + shards['1']) == list(range(16))  # disjoint, and together the whole set
+    draws = {r: [float(d) for rank, _, d in lines if rank == r] for r in ('0', '1')}
+    assert len(set(draws['0'] + draws['1'])) == 16  # every sample, on either rank, got its own random draws
+    assert len(re.findall(r'manual_seed not set: this run uses seed \d+', out)) == 1  # rank 0 logs it
+
+
+@pytest.mark.parametrize('workers', [0, 1])
+def test_stopped_and_resumed_run_ends_with_the_same_weights_with_loader_workers(tmp_path, workers):
+    ctx = RunContext(device=torch.device('cpu'))
+    weights = {}
+    for name, stops in (('full', False), ('part', True)):
+        opts = tiny_options(tmp_path, name=name, total_iter=6)
+        opts['datasets']['train'].update(num_worker_per_gpu=workers, images_per_epoch=6)  # 3 iterations per epoch
+        opts['datasets'].pop('val')
+        if stops:
+            short = validate(opts)
+            short['train']['total_iter'] = 4  # stops in the middle of the second epoch
+            train(short, ctx)
+        train(validate(opts), ctx, auto_resume=stops)
+        weights[name] = final_weights(tmp_path, name)
+    for k, v in weights['full'].items():
+        assert torch.equal(weights['part'][k], v), k
+
+
+def test_two_process_run_resumed_mid_epoch_ends_with_the_same_weights(tmp_path):
+    # a loss that draws from each rank's own generator: a resume giving every rank rank 0's states differs
+    opts = tiny_options(tmp_path, name='full', total_iter=6, pixel_opt={'type': 'RandomlyWeightedL1Loss'})
+    opts['datasets']['train'].update(images_per_epoch=12)  # 3 iterations per epoch on each rank
+    opts['datasets'].pop('val')
+    code, out = run_torchrun(tmp_path, opts)
+    assert code == 0, out[-3000:]
+    # the state the uninterrupted run wrote at iteration 4 (mid-epoch), resumed by a second job
+    state_path = tmp_path / 'experiments' / 'full' / 'training_states' / '4.state'
+    resumed = dict(opts, name='resumed', path=dict(opts['path'], resume_state=str(state_path)))
+    code, out = run_torchrun(tmp_path, resumed)
+    assert code == 0, out[-3000:]
+    full, part = final_weights(tmp_path, 'full'), final_weights(tmp_path, 'resumed')
+    for k, v in full.items():
+        assert torch.equal(part[k], v), k
+    state = load_file(state_path)
+    assert sorted(state['rng']) == [0, 1]  # each rank's random states, gathered by rank 0
+    assert not torch.equal(state['rng'][0]['torch'], state['rng'][1]['torch'])

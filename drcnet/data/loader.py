@@ -1,4 +1,4 @@
-"""Data sets to batches: loader options, seeded (distributed) sampling, worker seeding, prefetchers."""
+"""Data sets to batches: loader options, seeded (distributed) sampling, per-sample draws, prefetchers."""
 from __future__ import annotations
 
 import functools
@@ -8,14 +8,17 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from drcnet import _compat  # noqa: F401  (before basicsr)
 from basicsr.data.data_sampler import EnlargedSampler as _BasicsrEnlargedSampler
 from drcnet.engine.device import pin_memory_for
+from drcnet.engine.random_state import draw_seed, seeded_draw
+from drcnet.registry import DATASET_REGISTRY, build
 
-__all__ = ['CPUPrefetcher', 'CUDAPrefetcher', 'EnlargedSampler', 'LOADER_KEYS', 'PREFETCH_MODES',
-           'build_dataloader', 'create_prefetcher', 'seed_worker', 'set_epoch', 'split_dataset_options']
+__all__ = ['CPUPrefetcher', 'CUDAPrefetcher', 'EnlargedSampler', 'LOADER_KEYS', 'PREFETCH_MODES', 'SeededDraws',
+           'SeededSamples', 'build_dataloader', 'build_dataset', 'build_loader', 'create_prefetcher', 'seed_worker',
+           'set_epoch', 'split_dataset_options']
 
 logger = logging.getLogger('basicsr')
 
@@ -59,6 +62,44 @@ class EnlargedSampler(_BasicsrEnlargedSampler):
         return iter([i % size for i in order[self.rank:self.total_size:self.num_replicas]])
 
 
+class SeededDraws(Sampler):
+    """The indices of ``sampler``, each paired with the seed of its draw (see ``engine.random_state``).
+
+    A sample's crop and noise then depend on (seed, rank, epoch, position) only: not on which process
+    draws it, how many workers there are, whether they persist across epochs, or where a run resumed.
+    """
+
+    def __init__(self, sampler: Sampler, seed: int = 0, rank: int = 0):
+        self.sampler, self.seed, self.rank, self.epoch = sampler, int(seed), int(rank), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if hasattr(self.sampler, 'set_epoch'):
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        for position, index in enumerate(self.sampler):
+            yield index, draw_seed(self.seed, self.rank, self.epoch, position)
+
+
+class SeededSamples(Dataset):
+    """``dataset[index]`` drawn with the global generators seeded from the key's seed (keys from SeededDraws)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple):
+        index, seed = key
+        with seeded_draw(seed):
+            return self.dataset[index]
+
+
 def seed_worker(worker_id: int, rank: int = 0) -> None:
     """Seed python, numpy and torch in a worker from torch's per-worker seed (fresh every epoch)."""
     seed = (torch.initial_seed() + 1_000_003 * rank) % 2**32
@@ -100,13 +141,15 @@ def build_dataloader(dataset: Dataset, phase: str, batch_size_per_gpu: int = 1, 
                   worker_init_fn=functools.partial(seed_worker, rank=rank) if workers > 0 else None,
                   generator=torch.Generator().manual_seed(int(seed) + 1_000_003 * int(rank)))
     if phase == 'train':
-        sampler = EnlargedSampler(dataset, world_size, rank, int(dataset_enlarge_ratio), seed=seed,
-                                  shuffle=use_shuffle)
+        shards = EnlargedSampler(dataset, world_size, rank, int(dataset_enlarge_ratio), seed=seed,
+                                 shuffle=use_shuffle)
+        sampler = SeededDraws(shards, seed=seed, rank=rank)
         if len(sampler) < batch_size_per_gpu:
             raise ValueError(f'{name or phase}: {len(sampler)} sample(s) per rank is fewer than batch_size_per_gpu '
                              f'{batch_size_per_gpu}, so every batch would be dropped; raise dataset_enlarge_ratio '
                              f'(or images_per_epoch) or lower the batch size')
-        loader = DataLoader(dataset, batch_size=int(batch_size_per_gpu), sampler=sampler, drop_last=True, **common)
+        loader = DataLoader(SeededSamples(dataset), batch_size=int(batch_size_per_gpu), sampler=sampler,
+                            drop_last=True, **common)
         iters = len(sampler) // int(batch_size_per_gpu)
         logger.info('%s: %d images, enlarge ratio %d, %d rank(s), batch %d per rank: %d iterations per epoch',
                     name or phase, len(dataset), dataset_enlarge_ratio, world_size, batch_size_per_gpu, iters)
@@ -115,6 +158,31 @@ def build_dataloader(dataset: Dataset, phase: str, batch_size_per_gpu: int = 1, 
         raise ValueError(f'{name or phase}: batch_size_per_gpu must be 1 for validation/test (whole images of '
                          f'different sizes), got {batch_size_per_gpu}')
     return DataLoader(dataset, batch_size=1, shuffle=False, drop_last=False, **common)
+
+
+def build_dataset(cfg: Mapping[str, Any], where: str, **overrides) -> tuple:
+    """(the registered data set a ``datasets.<name>`` block describes, its loader options); ``cfg`` is not changed."""
+    dataset_kwargs, loader_kwargs = split_dataset_options(cfg)
+    dataset_kwargs.update(overrides)
+    return build(DATASET_REGISTRY, dataset_kwargs, where=where), loader_kwargs
+
+
+def build_loader(cfg: Mapping[str, Any], where: str, rank: int = 0, world_size: int = 1, seed: int = 0,
+                 device: torch.device | str | None = None, **overrides) -> tuple:
+    """(data set, loader) of a ``datasets.<name>`` block: training is sharded over ranks; the others are
+    read whole, in order, one image at a time. ``overrides`` replace data set options, and
+    ``batch_size_per_gpu`` the loader's (progressive training)."""
+    batch = overrides.pop('batch_size_per_gpu', None)
+    dataset, loader_kwargs = build_dataset(cfg, where, **overrides)
+    if batch is not None:
+        loader_kwargs['batch_size_per_gpu'] = batch
+    phase = cfg['phase']
+    if phase != 'train':
+        loader_kwargs.update(batch_size_per_gpu=1, use_shuffle=False)
+        rank, world_size = 0, 1
+    loader = build_dataloader(dataset, phase, rank=rank, world_size=world_size, seed=seed, device=device,
+                              **loader_kwargs)
+    return dataset, loader
 
 
 def set_epoch(loader: DataLoader, epoch: int) -> None:

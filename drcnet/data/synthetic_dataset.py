@@ -200,7 +200,7 @@ class SyntheticDegradationDataset(Dataset):
         full = None if self.source == 'samples' else read_image(self.images[index])
         h, w = self._size(index) if full is None else full.shape[:2]
         if self.phase == 'train':
-            # python's random is seeded per DataLoader worker (and by the trainer), like basicsr's crops
+            # python's random, as basicsr's crops use it; the training loader seeds it for each sample
             rng = np.random.default_rng(random.getrandbits(64))
             if h < self.gt_size or w < self.gt_size:
                 raise ValueError(f'gt_size {self.gt_size} is larger than the image {name} ({w}x{h}, WxH)')

@@ -3,7 +3,7 @@
 Our network checkpoints hold ``{'params': state, 'params_ema': state (if EMA), 'network_g': options}``.
 The release's hold ``{'params': state}`` or a bare state dict; both load here. A trusted file that holds
 other Python objects is rewritten as one that does not with
-``python -m drcnet.engine.checkpoint convert IN.pth OUT.pth``.
+``python -m drcnet.convert_checkpoint IN.pth OUT.pth``.
 """
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def _unreadable_reason(path: Path, err: Exception) -> str:
             out = path.with_name(f'{path.stem}_weights{path.suffix or ".pth"}')
             return (f'checkpoint {path} holds Python objects other than tensors ({found.group(1).rstrip(".")}); '
                     f'reading them could run code, so it is refused. If you trust its source, convert it once to '
-                    f'a tensors-only file: python -m drcnet.engine.checkpoint convert {path} {out}')
+                    f'a tensors-only file: python -m drcnet.convert_checkpoint {path} {out}')
     return f'cannot read checkpoint {path}: it is truncated or corrupt ({type(err).__name__}: {detail})'
 
 
@@ -163,6 +163,41 @@ def _listing(items: list, total: int) -> str:
     return ', '.join(str(i) for i in items) + more
 
 
+def state_dict_fit(own: Mapping[str, torch.Tensor], state: Mapping, prefix: str = '') -> dict:
+    """How ``state`` fits a module whose state dict is ``own`` (``state``'s names are ``prefix`` + own's).
+
+    Returns ``usable`` (own's names to the tensors that fit), ``missing`` and ``unexpected`` key lists and
+    ``mismatched`` (key, shape in ``state``, shape in ``own``); keys of ``state`` outside ``prefix`` are ignored.
+    """
+    usable, missing, mismatched = {}, [], []
+    for key, ref in own.items():
+        value = state.get(prefix + key)
+        if value is None:
+            missing.append(prefix + key)
+        elif not torch.is_tensor(value) or value.shape != ref.shape:
+            found = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
+            mismatched.append((prefix + key, found, tuple(ref.shape)))
+        else:
+            usable[key] = value
+    unexpected = [k for k in state if str(k).startswith(prefix) and str(k)[len(prefix):] not in own]
+    return {'usable': usable, 'missing': missing, 'unexpected': unexpected, 'mismatched': mismatched}
+
+
+def fit_problems(fit: Mapping, unexpected: bool = True) -> list[str]:
+    """One phrase per kind of problem in a :func:`state_dict_fit` result, naming the first few keys."""
+    problems = []
+    if fit['missing']:
+        problems.append(f"{len(fit['missing'])} missing from the file: "
+                        f"{_listing(fit['missing'][:_SHOW], len(fit['missing']))}")
+    if unexpected and fit['unexpected']:
+        problems.append(f"{len(fit['unexpected'])} unexpected in the file: "
+                        f"{_listing(fit['unexpected'][:_SHOW], len(fit['unexpected']))}")
+    if fit['mismatched']:
+        shown = [f'{k} file {a} vs network {b}' for k, a, b in fit['mismatched'][:_SHOW]]
+        problems.append(f"{len(fit['mismatched'])} with another shape: {_listing(shown, len(fit['mismatched']))}")
+    return problems
+
+
 def load_network(net: nn.Module, path: str | os.PathLike, param_key: str = 'params', strict: bool = True,
                  ckpt: Mapping | None = None) -> dict:
     """Load the weights of ``path`` into ``net`` and return a report.
@@ -175,33 +210,19 @@ def load_network(net: nn.Module, path: str | os.PathLike, param_key: str = 'para
     if ckpt is None:
         ckpt = load_file(path)
     key, state = select_state_dict(ckpt, param_key, path)
-    own = net.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own
-                  if k in state and state[k].shape != own[k].shape]
-    report = {'path': str(path), 'param_key': key, 'missing': missing, 'unexpected': unexpected,
-              'mismatched': mismatched, 'network_g': network_options_from(ckpt)}
-    problems = []
-    if missing:
-        problems.append(f'{len(missing)} missing from the file: {_listing(missing[:_SHOW], len(missing))}')
-    if unexpected:
-        problems.append(f'{len(unexpected)} unexpected in the file: '
-                        f'{_listing(unexpected[:_SHOW], len(unexpected))}')
-    if mismatched:
-        shown = [f'{k} file {a} vs network {b}' for k, a, b in mismatched[:_SHOW]]
-        problems.append(f'{len(mismatched)} with another shape: {_listing(shown, len(mismatched))}')
+    fit = state_dict_fit(net.state_dict(), state)
+    report = {'path': str(path), 'param_key': key, 'missing': fit['missing'], 'unexpected': fit['unexpected'],
+              'mismatched': fit['mismatched'], 'network_g': network_options_from(ckpt)}
+    problems = fit_problems(fit)
     if problems and strict:
         hint = ''
         if report['network_g'] is None:
             hint = ' The file records no network options: give the matching ones (--opt or --task).'
         raise CheckpointError(f"checkpoint {path} ({key!r}) does not fit {type(net).__name__} "
                               f"(strict loading): {'; '.join(problems)}.{hint}")
-    bad = {k for k, _, _ in mismatched}
-    usable = {k: v for k, v in state.items() if k in own and k not in bad}
-    net.load_state_dict(usable, strict=strict)
-    report['loaded'] = len(usable)
-    logger.info("loaded %d tensors from %r of %s", len(usable), key, path)
+    net.load_state_dict(fit['usable'], strict=strict)
+    report['loaded'] = len(fit['usable'])
+    logger.info("loaded %d tensors from %r of %s", len(fit['usable']), key, path)
     if problems:
         logger.warning('non-strict loading of %s: %s', path, '; '.join(problems))
     return report
@@ -316,30 +337,3 @@ def _iter_tensors(obj: Any):
     elif isinstance(obj, (list, tuple)):
         for value in obj:
             yield from _iter_tensors(value)
-
-
-def main(argv: list | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m drcnet.engine.checkpoint',
-                                     description='Checkpoint tools.')
-    commands = parser.add_subparsers(dest='command', required=True)
-    convert = commands.add_parser(
-        'convert', help='rewrite a trusted checkpoint that holds Python objects as a tensors-only file',
-        description='Load IN with weights_only=False (this runs code stored in the file: only for files you '
-                    'trust) and write its tensors, numbers, strings and containers to OUT, which drcnet loads '
-                    'without running code. Modules and optimisers become their state dicts.')
-    convert.add_argument('input', metavar='IN')
-    convert.add_argument('output', metavar='OUT')
-    args = parser.parse_args(argv)
-    try:
-        report = convert_checkpoint(args.input, args.output)
-    except CheckpointError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
-    print(f'wrote {args.output}: {report["tensors"]} tensors')
-    if report['dropped']:
-        print(f'not kept (no tensors or plain values inside): {", ".join(report["dropped"])}')
-    return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())

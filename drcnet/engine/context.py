@@ -68,6 +68,16 @@ def any_rank(ctx: RunContext, flag: bool) -> bool:
     return bool(t.item())
 
 
+def flags_by_rank(flags: list, device: torch.device | str) -> list:
+    """Every rank's ``flags`` (a list of the same length on all ranks), one row per rank; a collective."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [[bool(f) for f in flags]]
+    table = torch.zeros(dist.get_world_size(), len(flags), device=device)
+    table[dist.get_rank()] = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
+    dist.all_reduce(table)
+    return [[v > 0 for v in row] for row in table.tolist()]
+
+
 def average_across_ranks(ctx: RunContext, values: dict) -> dict:
     if not ctx.distributed or not values:
         return values

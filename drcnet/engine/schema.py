@@ -11,6 +11,7 @@ import logging
 import re
 from typing import Any, Callable
 
+from drcnet.engine.optim import OPTIMIZERS
 from drcnet.registry import (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, check_kwargs, did_you_mean,
                              resolve)
 from drcnet.inference.presets import RELEASE_NUMERICS
@@ -303,7 +304,7 @@ def _check_optimizer(cfg: dict, where: str) -> None:
     import torch
     _check_type(cfg, dict, where)
     name = cfg.get('type')
-    choices = ('Adam', 'AdamW', 'SGD', 'RMSprop')
+    choices = OPTIMIZERS
     if name not in choices:
         raise OptionError(f'{where}.type: {name!r} is not one of {", ".join(choices)}{did_you_mean(name, choices)}')
     _check_callable_kwargs(getattr(torch.optim, name), cfg, where, skip=('type', 'params'))

@@ -18,6 +18,8 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from drcnet.engine.checkpoint import fit_problems, state_dict_fit
+
 __all__ = ['VGG19_FILENAME', 'VGG19_LAYERS', 'VGG19_URL', 'VGGFeatureExtractor', 'VGGWeightsNotFoundError',
            'build_vgg19_features', 'candidate_vgg19_paths', 'find_vgg19_weights', 'load_vgg19_features']
 
@@ -156,27 +158,12 @@ def load_vgg19_features(path: Union[str, os.PathLike], last_index: int) -> nn.Se
     # torchvision's full model uses ``features.N.*``; a saved ``vgg.features`` module uses ``N.*``.
     prefix = 'features.' if any(str(k).startswith('features.') for k in state) else ''
     features = build_vgg19_features(last_index)
-    wanted = features.state_dict()
-    missing, bad_shape = [], []
-    loaded = {}
-    for key, ref in wanted.items():
-        value = state.get(prefix + key)
-        if value is None:
-            missing.append(prefix + key)
-        elif not torch.is_tensor(value) or tuple(value.shape) != tuple(ref.shape):
-            got = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
-            bad_shape.append(f'{prefix}{key} (expected {tuple(ref.shape)}, got {got})')
-        else:
-            loaded[key] = value
-    if missing or bad_shape:
-        problems = []
-        if missing:
-            problems.append(f'missing keys: {", ".join(missing)}')
-        if bad_shape:
-            problems.append(f'wrong shapes: {", ".join(bad_shape)}')
+    fit = state_dict_fit(features.state_dict(), state, prefix)
+    problems = fit_problems(fit, unexpected=False)  # a full VGG19 file also holds the layers we do not use
+    if problems:
         raise ValueError(f'vgg_weights: {str(path)!r} is not a VGG19 state dict with torchvision key names '
                          f'({"; ".join(problems)})')
-    features.load_state_dict(loaded, strict=True)
+    features.load_state_dict(fit['usable'], strict=True)
     return features
 
 

@@ -7,44 +7,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from drcnet.engine.context import flags_by_rank
 from drcnet.engine.ema import EMA
+from drcnet.engine.optim import build_optimizer
 from drcnet.engine.schedules import build_scheduler
 from drcnet.inference.tiling import restore
 from drcnet.registry import MODEL_REGISTRY
 
 logger = logging.getLogger('basicsr')
 
-OPTIMIZERS = ('Adam', 'AdamW', 'SGD', 'RMSprop')
-
-
 class TrainingDiverged(RuntimeError):
     """A loss term became NaN or infinite."""
-
-
-def capture_rng_state() -> dict:
-    np_state = np.random.get_state()
-    return {'python': random.getstate(), 'torch': torch.get_rng_state(),
-            'numpy': {'keys': torch.from_numpy(np_state[1].astype(np.int64)), 'pos': int(np_state[2]),
-                      'has_gauss': int(np_state[3]), 'gauss': float(np_state[4])}}
-
-
-def restore_rng_state(state: dict) -> None:
-    random.setstate(_as_tuple(state['python']))
-    torch.set_rng_state(state['torch'])
-    n = state['numpy']
-    np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss']))
-
-
-def _as_tuple(value):
-    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 @MODEL_REGISTRY.register()
@@ -76,6 +55,7 @@ class ImageRestorationModel:
         self.net_g = net_g.to(self.device, memory_format=self.memory_format)
         self.ema = EMA(self.net_g, ema_decay) if ema_decay > 0 else None
         self.net_train = self.net_g
+        self.distributed = ddp
         if ddp:
             ids = [self.device.index] if self.device.type == 'cuda' else None
             self.net_train = DistributedDataParallel(self.net_g, device_ids=ids)
@@ -86,12 +66,8 @@ class ImageRestorationModel:
         self.scaler = torch.amp.GradScaler('cuda') if mixed_precision == 'fp16' else None
         self.optimizer = self.scheduler = None
         if optim_g is not None:
-            cfg = dict(optim_g)
-            name = cfg.pop('type')
-            if name not in OPTIMIZERS:
-                raise ValueError(f'train.optim_g.type: {name!r} is not one of {", ".join(OPTIMIZERS)}')
             params = [p for p in self.net_g.parameters() if p.requires_grad]
-            self.optimizer = getattr(torch.optim, name)(params, **cfg)
+            self.optimizer = build_optimizer(params, optim_g)
             self.scheduler = build_scheduler(self.optimizer, scheduler, warmup_iter)
         self.lq = self.gt = self.output = None
 
@@ -130,9 +106,8 @@ class ImageRestorationModel:
                     out = self.net_train(self.lq)
                 preds = out if isinstance(out, (list, tuple)) else [out]
                 terms = self._loss_terms(preds, self.gt, self.lq)
+                self._stop_if_diverged(terms, current_iter)
                 for name, value in terms.items():
-                    if not torch.isfinite(value).all():
-                        raise TrainingDiverged(f'iteration {current_iter}: loss term {name} is {value.item()}')
                     logged[name] = logged.get(name, 0.0) + value.item() / len(batches)
                 total = sum(terms.values()) / len(batches)
                 (self.scaler.scale(total) if self.scaler else total).backward()
@@ -151,6 +126,27 @@ class ImageRestorationModel:
             self.ema.update(self.net_g)
         return logged
 
+    def _stop_if_diverged(self, terms: dict, current_iter: int) -> None:
+        """Raise TrainingDiverged when a loss term is NaN/inf here or, under DDP, on any rank.
+
+        Under DDP every rank learns every rank's verdict before ``backward()``, so all of them stop at the
+        same point instead of the healthy ones waiting for the stopped one in the gradient all-reduce.
+        """
+        names = list(terms)
+        bad = [not bool(torch.isfinite(terms[n]).all()) for n in names]
+        if not self.distributed:
+            for name, value, is_bad in zip(names, terms.values(), bad):
+                if is_bad:
+                    raise TrainingDiverged(f'iteration {current_iter}: loss term {name} is {value.item()}')
+            return
+        by_rank = flags_by_rank(bad, self.device)
+        culprits = [(n, [r for r, row in enumerate(by_rank) if row[i]]) for i, n in enumerate(names)]
+        culprits = [(n, ranks) for n, ranks in culprits if ranks]
+        if culprits:
+            said = '; '.join(f'loss term {n} is not finite on rank {", ".join(map(str, ranks))}'
+                             for n, ranks in culprits)
+            raise TrainingDiverged(f'iteration {current_iter}: {said}')
+
     def optimize_parameters(self, current_iter: int) -> dict:
         """BasicSR's entry point: one step on the data given to ``feed_data``."""
         return self.train_step([{'lq': self.lq, 'gt': self.gt}], current_iter)
@@ -164,10 +160,14 @@ class ImageRestorationModel:
         return net.eval()
 
     def test(self, tile: int | None = None, overlap: int = 32, tta: bool = False, use_ema: bool = True) -> torch.Tensor:
-        """Restore the fed ``lq``; returns and keeps ``self.output`` (B, 3, H, W) in [0, 1]-ish range."""
+        """Restore the fed ``lq``; returns and keeps ``self.output`` (B, 3, H, W) in [0, 1]-ish range.
+
+        Always float32 with autocast off, whatever ``mixed_precision`` training uses, so that validation
+        during training scores exactly what ``test.py`` scores for the same weights.
+        """
         net = self.inference_net(use_ema)
-        with self._autocast():
-            self.output = restore(net, self.lq, tile=tile, overlap=overlap, tta=tta).float()
+        with torch.autocast(self.device.type, enabled=False):
+            self.output = restore(net, self.lq.float(), tile=tile, overlap=overlap, tta=tta).float()
         return self.output
 
     # --- state -------------------------------------------------------------------------------
@@ -175,8 +175,7 @@ class ImageRestorationModel:
         """Everything a resume needs, as plain tensors and containers (loadable with weights_only)."""
         state = {'iter': current_iter, 'epoch': epoch,
                  'params': {k: v.detach().cpu() for k, v in self.net_g.state_dict().items()},
-                 'optimizer': self.optimizer.state_dict(), 'scheduler': self.scheduler.state_dict(),
-                 'rng': capture_rng_state()}
+                 'optimizer': self.optimizer.state_dict(), 'scheduler': self.scheduler.state_dict()}
         if self.ema is not None:
             state['params_ema'] = {k: v.detach().cpu() for k, v in self.ema.module.state_dict().items()}
         if self.scaler is not None:
@@ -195,4 +194,3 @@ class ImageRestorationModel:
         self.scheduler.load_state_dict(state['scheduler'])
         if self.scaler is not None and 'scaler' in state:
             self.scaler.load_state_dict(state['scaler'])
-        restore_rng_state(state['rng'])
