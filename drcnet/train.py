@@ -129,7 +129,8 @@ def _validate(model, val_loaders: dict, opts: dict, current_iter: int, tb) -> li
             return model.test(tile=val['tile'], overlap=val['tile_overlap'], tta=val['tta'], use_ema=val['use_ema'])
 
         row = evaluate(restore_fn, loader, cfg['name'], val['metrics'], test_y_channel=cfg['test_y_channel'],
-                       save_dir=save_dir, suffix=str(current_iter), pbar=False, with_input=True)
+                       save_dir=save_dir, suffix=str(current_iter), pbar=False, with_input=True,
+                       protocol=cfg['protocol'])
         rows.append(row)
         values = ', '.join(f'{k} {row[k]:.4f}' for k in val['metrics'] if k in row)
         inputs = ', '.join(f'{k} {row["input_" + k]:.4f}' for k in val['metrics'] if 'input_' + k in row)

@@ -410,3 +410,17 @@ def test_two_process_run_resumed_mid_epoch_ends_with_the_same_weights(tmp_path):
     state = load_file(state_path)
     assert sorted(state['rng']) == [0, 1]  # each rank's random states, gathered by rank 0
     assert not torch.equal(state['rng'][0]['torch'], state['rng'][1]['torch'])
+
+
+def test_validation_during_training_scores_each_set_with_its_own_protocol(tmp_path):
+    ctx = RunContext(device=torch.device('cpu'))
+    opts = tiny_options(tmp_path, name='protocols', total_iter=2)
+    opts['datasets'] = {'train': dict(SYNTHETIC_TRAIN),
+                        'val_rgb': dict(SYNTHETIC_VAL, name='rgb'),
+                        'val_y': dict(SYNTHETIC_VAL, name='luma', test_y_channel=True),
+                        'val_realblur': dict(SYNTHETIC_VAL, name='aligned', protocol='realblur')}
+    opts['val']['val_freq'] = 2
+    train(validate(opts), ctx)
+    log = ''.join(p.read_text() for p in (tmp_path / 'experiments' / 'protocols').glob('*.log'))
+    found = dict(re.findall(r'validation (\w+) @ iter 2 \(([\w-]+)\)', log))
+    assert found == {'rgb': 'RGB', 'luma': 'Y', 'aligned': 'RealBlur-ECC'}
