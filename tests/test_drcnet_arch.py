@@ -274,3 +274,34 @@ def test_torch_compile_gives_the_same_restoration(photo):
         torch._dynamo.reset()
         compiled = torch.compile(net, backend='aot_eager', dynamic=True)(x)[-1]
     torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_mixed_precision_restores_and_trains_close_to_float32(dtype, photo):
+    # 320 x 320 = 102,400 pixels: in float16 the region sums of squares of unit-variance features pass 65,504;
+    # they used to overflow and turn the restoration into NaN
+    torch.manual_seed(0)
+    net = DRCNet(wf=4, depth=2)
+    force_mixed_masks(net)
+    x = photo('astronaut', (320, 320))
+    with torch.no_grad():
+        full = net(x)[-1]
+        with torch.autocast('cpu', dtype=dtype):
+            low = net(x)[-1]
+    assert torch.isfinite(low).all()
+    # every layer rounds its output to the format (2**-11 relative in float16, 2**-8 in bfloat16); about 20 layers
+    # of unit-size maps give an RMS error of a few times sqrt(20) of those units
+    rms = (low.float() - full).square().mean().sqrt().item()
+    assert rms <= 8 * 20 ** 0.5 * torch.finfo(dtype).eps, rms
+
+    def step(autocast):
+        net.zero_grad()
+        with torch.autocast('cpu', dtype=dtype, enabled=autocast):
+            loss = sum((o.float() - x).abs().mean() for o in net(x))
+        loss.backward()
+        return loss.item(), torch.cat([p.grad.flatten() for p in net.parameters()])
+
+    (loss32, grads32), (loss16, grads16) = step(False), step(True)
+    assert torch.isfinite(grads16).all()
+    assert abs(loss16 - loss32) <= 8 * 20 ** 0.5 * torch.finfo(dtype).eps * loss32
+    assert torch.nn.functional.cosine_similarity(grads16, grads32, dim=0) > 0.99
