@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 import drcnet
+from drcnet.accel import reuse_freed_cpu_memory
 from drcnet.data.loader import build_loader
 from drcnet.engine.checkpoint import CheckpointError, atomic_save, load_file, load_network, save_network
 from drcnet.engine.context import (RunContext, average_across_ranks, barrier, check_replicas, experiment_paths,
@@ -290,6 +291,8 @@ def main(argv=None) -> int:
         return 2
     ctx = init_context(args.launcher, opts['device'], opts['dist_params']['backend'],
                        opts['dist_params']['timeout_minutes'])
+    if ctx.device.type == 'cpu':
+        reuse_freed_cpu_memory()  # process-wide, so the command's choice, never a library side effect
     try:
         train(opts, ctx, auto_resume=args.auto_resume)
     except TrainingDiverged as err:

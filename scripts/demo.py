@@ -17,6 +17,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from drcnet.accel import reuse_freed_cpu_memory  # noqa: E402
 from drcnet.data.image_io import side_by_side, write_image  # noqa: E402
 from drcnet.data.loader import build_dataset  # noqa: E402
 from drcnet.engine.context import init_context  # noqa: E402
@@ -37,6 +38,8 @@ def main(argv=None) -> int:
     opts = validate(apply_overrides(load_yaml(args.opt), args.force_yml))
     setup_logger(None)
     ctx = init_context('none', opts['device'])
+    if ctx.device.type == 'cpu':
+        reuse_freed_cpu_memory()  # twice as fast a CPU training step (README, Speed)
     start = time.time()
     summary = train(opts, ctx)
     net = summary['model'].inference_net()
