@@ -101,7 +101,8 @@ def test_loss_blocks_validate_with_did_you_mean_and_weights(tmp_path):
                                           "'EdgeLoss'"):
         validate(bad)
     bad = {**base, 'train': {**base['train'], 'edge_opt': {'type': 'EdgeLoss', 'output_weight': [1]}}}
-    with pytest.raises(OptionError, match="train.edge_opt.output_weight: unknown option.*did you mean 'output_weights'"):
+    with pytest.raises(OptionError, match="train.edge_opt.output_weight: unknown option.*did you mean "
+                                          "'output_weights'"):
         validate(bad)
     bad = {**base, 'train': {**base['train'], 'pixel_opt': {'type': 'L1Loss', 'output_weights': 2}}}
     with pytest.raises(OptionError, match='train.pixel_opt.output_weights: expected a list of numbers >= 0'):

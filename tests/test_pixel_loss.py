@@ -87,7 +87,8 @@ def laplacian_oracle(img: np.ndarray) -> np.ndarray:
 
 def edge_oracle(pred: torch.Tensor, gt: torch.Tensor, eps: float = 1e-3) -> float:
     values = []
-    for p, g in zip(pred.double().numpy().reshape(-1, *pred.shape[-2:]), gt.double().numpy().reshape(-1, *gt.shape[-2:])):
+    maps = [t.double().numpy().reshape(-1, *t.shape[-2:]) for t in (pred, gt)]
+    for p, g in zip(*maps):
         d = laplacian_oracle(p) - laplacian_oracle(g)
         values.append(np.sqrt(d * d + eps * eps))
     return float(np.mean(values))
