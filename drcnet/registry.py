@@ -12,7 +12,7 @@ from basicsr.utils.registry import (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGIST
                                     MODEL_REGISTRY, Registry)
 
 __all__ = ['ARCH_REGISTRY', 'DATASET_REGISTRY', 'LOSS_REGISTRY', 'METRIC_REGISTRY', 'MODEL_REGISTRY',
-           'build', 'check_kwargs', 'did_you_mean', 'import_modules', 'resolve']
+           'build', 'check_kwargs', 'did_you_mean', 'import_modules', 'register_replacing', 'resolve']
 
 
 def did_you_mean(word: str, choices) -> str:
@@ -28,6 +28,14 @@ def import_modules(package: str, suffix: str) -> list:
     return [importlib.import_module(f'{package}.{name}') for name in names]
 
 
+def register_replacing(registry: Registry):
+    """Like ``registry.register()``, for a class that replaces basicsr's component of the same name."""
+    def deco(cls):
+        registry._obj_map.pop(cls.__name__, None)  # basicsr's Registry refuses a second entry of a name
+        return registry.register()(cls)
+    return deco
+
+
 def resolve(registry: Registry, name: str, where: str = 'type'):
     """The object registered as ``name``; an unknown name is an error listing the choices."""
     if name not in registry:
@@ -37,12 +45,16 @@ def resolve(registry: Registry, name: str, where: str = 'type'):
     return registry.get(name)
 
 
-def check_kwargs(target, kwargs: Mapping[str, Any], where: str) -> None:
-    """Raise a ValueError naming any keyword that ``target`` (a class or function) does not accept."""
+def check_kwargs(target, kwargs: Mapping[str, Any], where: str, also: tuple = ()) -> None:
+    """Raise a ValueError naming any keyword that ``target`` (a class or function) does not accept.
+
+    ``also``: further accepted keys (read by the engine, not passed to ``target``), offered in the suggestions.
+    """
     params = inspect.signature(target).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     accepted = [n for n, p in params.items() if n != 'self' and p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    accepted += [k for k in also if k not in accepted]
     for key in kwargs:
         if key not in accepted:
             raise ValueError(f'{where}.{key}: unknown option for {getattr(target, "__name__", target)}'

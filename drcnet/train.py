@@ -20,7 +20,8 @@ from drcnet.engine.options import build_parser, dump_options, parse_options
 from drcnet.engine.preflight import check_paths
 from drcnet.engine.random_state import (agree_on_seed, capture_rng_state, gather_rng_states, restore_own_rng_state,
                                         restore_rng_state, seed_everything)
-from drcnet.engine.schema import CONTRASTIVE_ENGINE_KEYS, OptionError
+from drcnet.engine.schema import CONTRASTIVE_ENGINE_KEYS, OUTPUT_LOSS_ENGINE_KEYS, OUTPUT_LOSS_KEYS, OptionError
+from drcnet.losses.per_output import PerOutputLoss
 from drcnet.models.image_restoration_model import TrainingDiverged
 from drcnet.registry import ARCH_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY, build, resolve
 
@@ -45,6 +46,19 @@ def build_contrastive(cfg: dict | None):
     return build(LOSS_REGISTRY, cfg, where='train.contrastive_opt')
 
 
+def build_output_losses(train: dict) -> dict:
+    """Logged name -> PerOutputLoss for each per-output loss block of ``train`` (pixel_opt, edge_opt, ...)."""
+    losses = {}
+    for key, name in OUTPUT_LOSS_KEYS.items():
+        if train[key] is None:
+            continue
+        cfg = dict(train[key])
+        weights = cfg.pop('output_weights', None)
+        assert not set(cfg) & set(OUTPUT_LOSS_ENGINE_KEYS)
+        losses[name] = PerOutputLoss(build(LOSS_REGISTRY, cfg, where=f'train.{key}'), weights, key=f'train.{key}')
+    return losses
+
+
 def build_model(opts: dict, ctx: RunContext, net=None):
     train = opts['train']
     net = net if net is not None else build(ARCH_REGISTRY, opts['network_g'], where='network_g')
@@ -52,9 +66,9 @@ def build_model(opts: dict, ctx: RunContext, net=None):
     if pretrain:
         load_network(net, pretrain, param_key=opts['path']['param_key_g'], strict=opts['path']['strict_load_g'])
     model_cls = resolve(MODEL_REGISTRY, opts['model_type'], where='model_type')
-    pixel = build(LOSS_REGISTRY, train['pixel_opt'], where='train.pixel_opt') if train['pixel_opt'] else None
     return model_cls(
-        net_g=net, device=ctx.device, pixel_loss=pixel, contrastive_loss=build_contrastive(train['contrastive_opt']),
+        net_g=net, device=ctx.device, output_losses=build_output_losses(train),
+        contrastive_loss=build_contrastive(train['contrastive_opt']),
         optim_g=train['optim_g'], scheduler=train['scheduler'], warmup_iter=train['warmup_iter'],
         ema_decay=train['ema_decay'], grad_clip_norm=train['grad_clip_norm'] if train['use_grad_clip'] else None,
         mixed_precision=train['mixed_precision'], channels_last=train['channels_last'], ddp=ctx.distributed)

@@ -176,3 +176,37 @@ def test_matlab_y_is_the_bt601_formula_rounded_to_8_bits():
     assert np.abs(y - float_y).max() > 0.49  # what basicsr's float Y keeps
     with pytest.raises(ValueError, match='uint8'):
         matlab_y(rgb.astype(np.float32))
+
+
+def test_a_dgunet_release_style_checkpoint_evaluates_with_x8_self_ensemble(tmp_path):
+    from drcnet.archs.dgunet_arch import DGUNetPlus
+    from drcnet.inference.tiling import restore
+
+    torch.manual_seed(0)
+    tiny = {'type': 'DGUNetPlus', 'n_feat': 8, 'scale_unetfeats': 4}
+    net = DGUNetPlus(n_feat=8, scale_unetfeats=4).eval()
+    weights = tmp_path / 'model_best.pth'  # the authors' format, saved from DataParallel
+    torch.save({'epoch': 80, 'state_dict': {f'module.{k}': v for k, v in net.state_dict().items()},
+                'optimizer': {'state': {}, 'param_groups': []}}, weights)
+    sidd = tmp_path / 'datasets' / 'SIDD' / 'val'  # one small image in the SIDD validation layout
+    make_set(sidd, ['chelsea'], lambda x, r: gaussian_noise(x, 25, r), size=(21, 30), gt='gt')
+    gt_dir, lq_dir = sidd / 'gt', sidd / 'input'
+    opts = {'name': 'dgunet_eval', 'device': 'cpu', 'network_g': tiny,
+            'datasets': {'test_1': {'name': 'SIDD_val', 'type': 'PairedRestorationDataset',
+                                    'dataroot_gt': str(gt_dir), 'dataroot_lq': str(lq_dir)}},
+            'path': {'pretrain_network_g': str(weights), 'param_key_g': 'auto',
+                     'results_root': str(tmp_path / 'results')},
+            'val': {'save_img': True, 'pbar': False, 'tta': True}}
+    opt_path = tmp_path / 'test.yml'
+    opt_path.write_text(yaml.safe_dump(opts))
+    assert main(['-opt', str(opt_path)]) == 0
+    out = tmp_path / 'results' / 'dgunet_eval'
+    report = json.loads((out / 'metrics.json').read_text())
+    assert report['meta']['tta'] is True and report['meta']['param_key'] == 'state_dict'
+    row = report['rows'][0]
+    assert row['dataset'] == 'SIDD_val' and row['images'] == 1
+    name = sorted(gt_dir.iterdir())[0].name
+    lq = torch.from_numpy(read_image(lq_dir / name).transpose(2, 0, 1).copy())[None]
+    expected = restore(net, lq, tta=True)[0].clamp(0, 1).permute(1, 2, 0).numpy()
+    # the final (last) output with x8 self-ensemble; 8-bit rounding, plus float32 noise of the channels-last path
+    assert np.abs(read_image(out / 'SIDD_val' / name) - expected).max() <= 1 / 255 + 1e-4

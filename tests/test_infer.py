@@ -226,3 +226,22 @@ def test_opt_file_numerics_release_reaches_the_network(tmp_path):
     opt.write_text('network_g:\n  type: DRCNet\n  numerics: release\n  sf_threshold: 0.7\n')
     with pytest.raises(UsageError, match='test.yml: network_g.sf_threshold: 0.7 conflicts'):
         network_options({}, str(opt), None)
+
+
+def test_a_dgunet_checkpoint_restores_an_odd_sized_image(tmp_path, capsys):
+    from drcnet.archs.dgunet_arch import DGUNet
+
+    torch.manual_seed(0)
+    tiny = {'type': 'DGUNet', 'n_feat': 8, 'scale_unetfeats': 4, 'scale_orsnetfeats': 4}
+    net = DGUNet(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4).eval()
+    weights = save_network(net, tmp_path / 'dgunet.pth', tiny)
+    write_image(tmp_path / 'odd.png', photo('coffee', 37, 45))
+    code = main(['-i', str(tmp_path / 'odd.png'), '-o', str(tmp_path / 'out'), '--weights', str(weights),
+                 '--device', 'cpu'])
+    assert code == 0, capsys.readouterr().err
+    restored = read_image(tmp_path / 'out' / 'odd.png')
+    assert restored.shape == (37, 45, 3)
+    x = torch.from_numpy(read_image(tmp_path / 'odd.png').transpose(2, 0, 1).copy())[None]
+    expected = restore(net, x)[0].clamp(0, 1).permute(1, 2, 0).numpy()
+    # 8-bit rounding, plus float32 noise of the channels-last path drcnet-infer takes on the CPU
+    assert np.abs(restored - expected).max() <= 1 / 255 + 1e-4

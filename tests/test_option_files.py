@@ -61,3 +61,47 @@ def test_release_numerics_are_one_uncommented_line_in_the_evaluation_options(pat
     edited.write_text(text.replace('  # numerics: release', '  numerics: release'))
     net = validate(load_yaml(edited), is_train=False)['network_g']
     assert {key: net[key] for key in RELEASE_NUMERICS} == RELEASE_NUMERICS
+
+
+PEER_TRAIN_FILES = sorted((OPTIONS / 'peers').glob('*.yml'))
+PEER_TEST_FILES = sorted((OPTIONS / 'test' / 'peers').glob('*.yml'))
+# PEERS.md 1.4 in iterations: (lr, weight decay, total_iter = epochs x iterations per epoch at batch 16,
+# warm-up = 3 epochs, gt_size, edge loss)
+DGUNET_RECIPES = {'deblur': (1e-4, 0, 3000 * 132, 3 * 132, 256, True),
+                  'derain': (2e-4, 0, 250 * 857, 3 * 857, 256, True),
+                  'denoise': (1e-4, 1e-8, 80 * 6000, 3 * 6000, 128, False)}
+
+
+def test_the_peer_options_cover_each_released_configuration():
+    names = {p.stem for p in PEER_TRAIN_FILES}
+    assert {f'{net}_{task}' for net in ('dgunet', 'dgunet_plus') for task in DGUNET_RECIPES} <= names
+    assert {p.stem for p in PEER_TEST_FILES} == names
+
+
+@pytest.mark.parametrize('path', PEER_TRAIN_FILES, ids=lambda p: p.name)
+def test_peer_training_options_validate_and_follow_the_authors_recipe(path):
+    opts = validate(load_yaml(path), is_train=True)
+    net, task = path.stem.rsplit('_', 1)
+    assert opts['network_g'] == {'type': {'dgunet': 'DGUNet', 'dgunet_plus': 'DGUNetPlus'}[net], 'task': task}
+    lr, wd, total, warm, patch, edge = DGUNET_RECIPES[task]
+    train = opts['train']
+    assert train['optim_g'] == {'type': 'Adam', 'lr': lr, 'weight_decay': wd, 'betas': [0.9, 0.999], 'eps': 1e-8}
+    assert (train['total_iter'], train['warmup_iter']) == (total, warm)
+    assert train['scheduler']['eta_min'] == 1e-6
+    assert train['scheduler']['T_max'] == (117 * 6000 if task == 'denoise' else total)
+    assert train['pixel_opt'] == {'type': 'CharbonnierLoss', 'loss_weight': 1.0, 'eps': 1e-3}
+    assert train['edge_opt'] == ({'type': 'EdgeLoss', 'loss_weight': 0.05, 'eps': 1e-3} if edge else None)
+    assert not train['use_grad_clip'] and train['contrastive_opt'] is None
+    ds = opts['datasets']['train']
+    assert ds['gt_size'] == patch and ds['batch_size_per_gpu'] * 4 == 16  # 4 processes, as the comment says
+    assert '4 processes x batch 4' in path.read_text() and 'torchrun --nproc_per_node=4' in path.read_text()
+
+
+@pytest.mark.parametrize('path', PEER_TEST_FILES, ids=lambda p: p.name)
+def test_peer_evaluation_uses_drcnets_benchmark_tables_and_the_authors_tta(path):
+    opts = validate(load_yaml(path), is_train=False)
+    task = path.stem.rsplit('_', 1)[1]
+    drcnet = validate(load_yaml(OPTIONS / 'test' / f'{task}.yml'), is_train=False)
+    assert opts['datasets'] == drcnet['datasets'] and opts['val']['metrics'] == drcnet['val']['metrics']
+    assert opts['val']['tta'] is (task == 'denoise')  # DGUNet's denoising tables include x8 self-ensemble
+    assert opts['path']['param_key_g'] == 'auto' and opts['network_g']['task'] == task

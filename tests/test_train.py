@@ -424,3 +424,33 @@ def test_validation_during_training_scores_each_set_with_its_own_protocol(tmp_pa
     log = ''.join(p.read_text() for p in (tmp_path / 'experiments' / 'protocols').glob('*.log'))
     found = dict(re.findall(r'validation (\w+) @ iter 2 \(([\w-]+)\)', log))
     assert found == {'rgb': 'RGB', 'luma': 'Y', 'aligned': 'RealBlur-ECC'}
+
+
+TINY_DGUNET = {'type': 'DGUNet', 'n_feat': 8, 'scale_unetfeats': 4, 'scale_orsnetfeats': 4}
+
+
+def test_a_tiny_dgunet_trains_on_the_demo_data_with_charbonnier_and_edge_loss_on_all_outputs(tmp_path):
+    demo = yaml.safe_load((ROOT / 'options' / 'demo.yml').read_text())
+    opts = tiny_options(tmp_path, name='dgunet', total_iter=2, mixed_precision='bf16',
+                        pixel_opt={'type': 'CharbonnierLoss', 'output_weights': [1, 1, 1, 1, 1, 1, 2]},
+                        edge_opt={'type': 'EdgeLoss', 'loss_weight': 0.05})
+    opts['datasets'] = {'train': dict(demo['datasets']['train'], gt_size=24, batch_size_per_gpu=2,
+                                      num_worker_per_gpu=0),
+                        'val': dict(demo['datasets']['val'], crop_size=37)}  # odd: padded to 40 inside
+    opts['network_g'] = dict(TINY_DGUNET)
+    assert main(['-opt', str(write_options(tmp_path, opts))]) == 0
+    root = tmp_path / 'experiments' / 'dgunet'
+    log = next(root.glob('train_dgunet_*.log')).read_text()
+    assert 'l_pix' in log and 'l_edge' in log and 'validation' in log
+    ckpt = load_file(root / 'models' / 'net_g_latest.pth')
+    assert ckpt['network_g'] == TINY_DGUNET and 'basic.concat12.weight' in ckpt['params']
+
+
+def test_output_weights_of_the_wrong_length_stop_with_the_key(tmp_path):
+    opts = tiny_options(tmp_path, name='dgunet_bad', total_iter=1,
+                        edge_opt={'type': 'EdgeLoss', 'output_weights': [1, 1]})
+    opts['network_g'] = dict(TINY_DGUNET)
+    opts['datasets'].pop('val')
+    with pytest.raises(ValueError, match='train.edge_opt.output_weights: 2 weights given, but the network returns 7'):
+        train(validate(opts), RunContext(device=torch.device('cpu')))
+    assert not (tmp_path / 'experiments' / 'dgunet_bad' / 'models' / 'net_g_latest.pth').exists()

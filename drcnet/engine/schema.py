@@ -58,6 +58,8 @@ TRAIN = {
     'total_iter': (int, REQUIRED),
     'warmup_iter': (int, -1),
     'pixel_opt': ((dict, NONE), {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}),
+    'edge_opt': ((dict, NONE), None),
+    'fft_opt': ((dict, NONE), None),
     'contrastive_opt': ((dict, NONE), None),
     'ema_decay': (NUMBER, 0.0),
     'use_grad_clip': (bool, False),
@@ -99,6 +101,10 @@ PROTOCOLS = ('standard', 'realblur')
 METRIC_TYPES = ('calculate_psnr', 'calculate_ssim')
 MIXED_PRECISION = ('none', 'bf16', 'fp16')
 CONTRASTIVE_ENGINE_KEYS = ('skip_if_no_weights',)
+# Loss terms applied to every image the network returns (drcnet.archs.outputs): option key -> logged name.
+# Each block is a registered loss plus, optionally, output_weights: one weight per output, final last.
+OUTPUT_LOSS_KEYS = {'pixel_opt': 'l_pix', 'edge_opt': 'l_edge', 'fft_opt': 'l_fft'}
+OUTPUT_LOSS_ENGINE_KEYS = ('output_weights',)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,7 +267,8 @@ def _check_component(cfg: dict, registry, where: str, engine_keys=()) -> None:
         raise OptionError(f'{where}.type: required option is missing; choices: {", ".join(sorted(registry.keys()))}')
     try:
         cls = resolve(registry, cfg['type'], where=f'{where}.type')
-        check_kwargs(cls, {k: v for k, v in cfg.items() if k != 'type' and k not in engine_keys}, where)
+        check_kwargs(cls, {k: v for k, v in cfg.items() if k != 'type' and k not in engine_keys}, where,
+                     also=tuple(engine_keys))
     except ValueError as err:
         raise OptionError(str(err)) from None
 
@@ -293,6 +300,17 @@ def _check_dataset(cfg: Any, where: str, phase: str) -> dict:
         if cfg[key] < (1 if key != 'num_worker_per_gpu' else 0):
             raise OptionError(f'{where}.{key}: must be positive, got {cfg[key]}')
     return cfg
+
+
+def _check_output_weights(weights: Any, where: str) -> None:
+    """None (every output weighs 1) or a list of numbers >= 0, not all 0; its length is checked against the
+    network's outputs at the first training step."""
+    if weights is None:
+        return
+    if not isinstance(weights, list) or not weights or not all(
+            isinstance(w, NUMBER) and not isinstance(w, bool) and w >= 0 for w in weights) or not any(weights):
+        raise OptionError(f'{where}: expected a list of numbers >= 0 (one per network output, final last, '
+                          f'not all 0), got {weights!r}')
 
 
 def dataset_phase(name: str) -> str:
@@ -372,13 +390,16 @@ def validate(opts: dict, is_train: bool = True) -> dict:
                 train['scheduler'] = follow_total_iter(train['scheduler'], train['total_iter'])
             except ValueError as err:
                 raise OptionError(str(err)) from None
-        if train['pixel_opt'] is not None:
-            _check_component(train['pixel_opt'], LOSS_REGISTRY, 'train.pixel_opt')
+        for key in OUTPUT_LOSS_KEYS:
+            if train[key] is not None:
+                _check_component(train[key], LOSS_REGISTRY, f'train.{key}', engine_keys=OUTPUT_LOSS_ENGINE_KEYS)
+                _check_output_weights(train[key].get('output_weights'), f'train.{key}.output_weights')
         if train['contrastive_opt'] is not None:
             _check_component(train['contrastive_opt'], LOSS_REGISTRY, 'train.contrastive_opt',
                              engine_keys=CONTRASTIVE_ENGINE_KEYS)
-        if train['pixel_opt'] is None and train['contrastive_opt'] is None:
-            raise OptionError('train.pixel_opt: at least one of pixel_opt and contrastive_opt is needed')
+        if all(train[key] is None for key in (*OUTPUT_LOSS_KEYS, 'contrastive_opt')):
+            raise OptionError(f'train.pixel_opt: at least one loss is needed: '
+                              f'{", ".join(OUTPUT_LOSS_KEYS)} or contrastive_opt')
         if train['mixed_precision'] not in MIXED_PRECISION:
             raise OptionError(f'train.mixed_precision: {train["mixed_precision"]!r} is not one of '
                               f'{", ".join(MIXED_PRECISION)}')

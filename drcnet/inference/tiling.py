@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from drcnet.archs.outputs import final_image
 from drcnet.inference.tta import forward_x8
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
@@ -108,10 +109,9 @@ def tiled_forward(fn: Fn, img: torch.Tensor, tile: int, overlap: int = 32, windo
 
 
 def _as_fn(net_or_fn) -> Fn:
-    """A network returning a list of stage outputs becomes a function returning the last one."""
+    """A network (or function) returning one image or a list of them becomes one returning the final image."""
     def call(x: torch.Tensor) -> torch.Tensor:
-        out = net_or_fn(x)
-        return out[-1] if isinstance(out, (list, tuple)) else out
+        return final_image(net_or_fn(x))
     return call
 
 

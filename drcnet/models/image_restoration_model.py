@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -17,7 +17,9 @@ from drcnet.engine.context import flags_by_rank
 from drcnet.engine.ema import EMA
 from drcnet.engine.optim import build_optimizer
 from drcnet.engine.schedules import build_scheduler
+from drcnet.archs.outputs import as_output_list, final_image
 from drcnet.inference.tiling import restore
+from drcnet.losses.per_output import PerOutputLoss, targets_for
 from drcnet.registry import MODEL_REGISTRY
 
 logger = logging.getLogger('basicsr')
@@ -28,12 +30,17 @@ class TrainingDiverged(RuntimeError):
 
 @MODEL_REGISTRY.register()
 class ImageRestorationModel:
-    """Pixel loss on every stage output plus the contrastive loss ``(preds, gt, lq)``.
+    """Every per-output loss on every image the network returns, plus the contrastive loss ``(preds, gt, lq)``.
 
     Args:
-        net_g: the network; ``forward`` returns a list of stage outputs (or one tensor).
+        net_g: the network; ``forward`` returns one tensor or a list of images, the final one last
+            (``drcnet.archs.outputs``).
         device: where everything runs.
-        pixel_loss / contrastive_loss: built loss modules or None.
+        pixel_loss: logged as ``l_pix``; a loss module ``(pred, target)`` (every output weighs 1) or a
+            :class:`~drcnet.losses.per_output.PerOutputLoss` carrying per-output weights.
+        output_losses: further per-output terms, log name -> loss as for ``pixel_loss`` (e.g. ``l_edge``).
+            An output of another size than the target is compared with the target resized bilinearly.
+        contrastive_loss: a built contrastive loss or None.
         optim_g: ``{'type': 'Adam', 'lr': ..., ...}`` (None: an inference-only model).
         scheduler, warmup_iter: see ``drcnet.engine.schedules``.
         ema_decay: > 0 keeps an EMA copy (saved as ``params_ema``).
@@ -47,7 +54,8 @@ class ImageRestorationModel:
                  contrastive_loss: nn.Module | None = None, optim_g: dict | None = None,
                  scheduler: dict | None = None, warmup_iter: int = -1, ema_decay: float = 0.0,
                  grad_clip_norm: float | None = None, mixed_precision: str = 'none',
-                 channels_last: bool = False, ddp: bool = False):
+                 channels_last: bool = False, ddp: bool = False,
+                 output_losses: Mapping[str, nn.Module] | None = None):
         self.device = torch.device(device)
         if mixed_precision == 'fp16' and self.device.type != 'cuda':
             raise ValueError("train.mixed_precision: 'fp16' needs CUDA; use 'bf16' on the CPU")
@@ -59,7 +67,10 @@ class ImageRestorationModel:
         if ddp:
             ids = [self.device.index] if self.device.type == 'cuda' else None
             self.net_train = DistributedDataParallel(self.net_g, device_ids=ids)
-        self.pixel_loss = pixel_loss.to(self.device) if pixel_loss is not None else None
+        losses = {'l_pix': pixel_loss} if pixel_loss is not None else {}
+        losses.update(output_losses or {})
+        self.output_losses = {name: (loss if isinstance(loss, PerOutputLoss) else PerOutputLoss(loss, key=name))
+                              .to(self.device) for name, loss in losses.items() if loss is not None}
         self.contrastive_loss = contrastive_loss.to(self.device) if contrastive_loss is not None else None
         self.grad_clip_norm = grad_clip_norm
         self.amp_dtype = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[mixed_precision]
@@ -87,10 +98,13 @@ class ImageRestorationModel:
 
     def _loss_terms(self, preds: Sequence[torch.Tensor], gt: torch.Tensor, lq: torch.Tensor) -> dict:
         terms = {}
-        if self.pixel_loss is not None:
-            terms['l_pix'] = sum(self.pixel_loss(p.float(), gt) for p in preds)
+        preds = [p.float() for p in preds]
+        if self.output_losses:
+            targets = targets_for(preds, gt)
+            for name, loss in self.output_losses.items():
+                terms[name] = loss(preds, targets)
         if self.contrastive_loss is not None:
-            terms['l_cr'] = self.contrastive_loss([p.float() for p in preds], gt, lq)
+            terms['l_cr'] = self.contrastive_loss(preds, gt, lq)
         return terms
 
     def train_step(self, batches: Sequence[dict], current_iter: int) -> dict:
@@ -104,14 +118,14 @@ class ImageRestorationModel:
             with (contextlib.nullcontext() if sync else self.net_train.no_sync()):
                 with self._autocast():
                     out = self.net_train(self.lq)
-                preds = out if isinstance(out, (list, tuple)) else [out]
+                preds = as_output_list(out)
                 terms = self._loss_terms(preds, self.gt, self.lq)
                 self._stop_if_diverged(terms, current_iter)
                 for name, value in terms.items():
                     logged[name] = logged.get(name, 0.0) + value.item() / len(batches)
                 total = sum(terms.values()) / len(batches)
                 (self.scaler.scale(total) if self.scaler else total).backward()
-        self.output = preds[-1].detach()
+        self.output = final_image(preds).detach()
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         if self.grad_clip_norm is not None:
