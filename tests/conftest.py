@@ -1,13 +1,17 @@
 """Shared fixtures: tiny networks and real photographs from scikit-image."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
 import drcnet  # noqa: F401  (registers every component)
 
-torch.set_num_threads(2)
+# the suite is sized for 2 cores; an explicit OMP_NUM_THREADS (a CI runner's, a user's) wins
+if not os.environ.get('OMP_NUM_THREADS'):
+    torch.set_num_threads(2)
 
 
 def photo_tensor(name: str = 'chelsea', size: tuple | None = None) -> torch.Tensor:

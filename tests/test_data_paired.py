@@ -53,7 +53,9 @@ def _locate(crop: np.ndarray, sources: list) -> tuple | None:
             if view.shape[0] < crop.shape[0] or view.shape[1] < crop.shape[1]:
                 continue
             score = cv2.matchTemplate(view, crop, cv2.TM_SQDIFF)
-            if score.min() < 1e-3:  # exact match up to float rounding; a wrong window scores > 1
+            # exact match up to float rounding (32 x 32 x 3 squared differences of 1e-7 each, far below 1e-3);
+            # a wrong window scores > 1
+            if score.min() < 1e-3:
                 return s, t
     return None
 
@@ -68,6 +70,7 @@ def test_training_crops_keep_lq_gt_relation_through_crop_flip_and_rotation(tmp_p
         item = ds[i % len(ds)]
         lq, gt = item['lq'], item['gt']
         assert lq.shape == gt.shape == (3, 32, 32) and lq.dtype == torch.float32
+        # two float32 values of the 8-bit grid and their difference: three roundings of magnitude <= 1, 2e-7
         torch.testing.assert_close(lq - gt, torch.full_like(gt, OFFSET / 255), atol=1e-6, rtol=0)
         found = _locate(np.ascontiguousarray(gt.numpy().transpose(1, 2, 0)), sources)
         assert found is not None and found[0] == i % len(ds)  # a true window of its own image

@@ -6,6 +6,7 @@ import torch
 from drcnet.archs.drcnet_arch import DRCNet
 from drcnet.inference.tiling import axis_weights, restore, tile_starts, tiled_forward
 from tests.conftest import photo_tensor
+from tolerance import assert_same_up_to_rounding, rounding_gap
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -44,7 +45,8 @@ def test_tiled_identity_is_exact_for_sizes_the_tile_does_not_divide():
         calls.clear()
         out = tiled_forward(fn, img, tile, overlap)
         assert out.shape == img.shape
-        assert torch.allclose(out, img * 2 - 0.25, atol=1e-6)
+        # each pixel: a weighted sum of at most 4 equal tile values over the sum of their weights
+        assert_same_up_to_rounding(out, img * 2 - 0.25, 4 + 4)
         assert set(calls) == {(min(tile, 300), tile)}  # every call sees a full tile, no padding
 
 
@@ -62,7 +64,8 @@ def test_no_seam_where_tiles_disagree():
     largest_jump = float(cols)  # neighbours differ by 1 across columns, by `cols` across rows
     step = max((out[..., 1:, :] - out[..., :-1, :]).abs().max().item(),
                (out[..., :, 1:] - out[..., :, :-1]).abs().max().item())
-    assert step <= largest_jump * math.sin(math.pi / (2 * overlap)) + 1e-4
+    # the blend's largest slope, plus the rounding of two neighbouring blends of at most 4 tiles each
+    assert step <= largest_jump * math.sin(math.pi / (2 * overlap)) + rounding_gap(4 + 4, out, out)
     assert step < 0.1 * largest_jump  # hard stitching would jump by largest_jump
 
 
@@ -84,7 +87,7 @@ def test_tiled_drcnet_matches_the_whole_image_on_chelsea():
 
 
 def test_single_call_when_the_tile_covers_the_image_and_batch_works():
-    img = torch.rand(2, 3, 40, 56)
+    img = torch.rand(2, 3, 40, 56, generator=torch.Generator().manual_seed(0))
     calls = []
 
     def fn(x):
@@ -94,12 +97,12 @@ def test_single_call_when_the_tile_covers_the_image_and_batch_works():
     assert torch.equal(tiled_forward(fn, img, tile=64, overlap=8), img.flip(1))
     assert calls == [img.shape]
     calls.clear()
-    assert torch.allclose(tiled_forward(fn, img, tile=24, overlap=8), img.flip(1))
+    assert_same_up_to_rounding(tiled_forward(fn, img, tile=24, overlap=8), img.flip(1), 4 + 4)
     assert all(c[0] == 2 for c in calls) and len(calls) == len(tile_starts(40, 24, 8)) * len(tile_starts(56, 24, 8))
 
 
 def test_bad_tile_settings_are_errors():
-    img = torch.rand(1, 3, 40, 40)
+    img = torch.zeros(1, 3, 40, 40)
     with pytest.raises(ValueError, match=r'tile \(16\).*overlap \(16\)'):
         tiled_forward(lambda x: x, img, 16, 16)
     with pytest.raises(ValueError, match='window'):

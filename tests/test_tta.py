@@ -5,6 +5,7 @@ from drcnet.archs.drcnet_arch import DRCNet
 from drcnet.inference.tiling import restore, tiled_forward
 from drcnet.inference.tta import TRANSFORMS, forward_x8, inverse, transform
 from tests.conftest import photo_tensor
+from tolerance import assert_same_up_to_rounding, network_terms, rounding_gap
 
 
 def dihedral_pairs():
@@ -55,9 +56,11 @@ def test_x8_of_drcnet_differs_from_plain_and_is_the_mean_of_eight_passes():
         tta = forward_x8(fn, img)
         manual = torch.stack([back(fn(fwd(img))) for fwd, back in dihedral_pairs()]).mean(0)
     assert tta.shape == img.shape
-    assert (tta - plain).abs().max() > 1e-3
-    assert torch.allclose(tta, manual, atol=1e-5)
-    assert torch.allclose(restore(net, img, tta=True), tta, atol=1e-6)
+    # the same eight passes on views of other strides (convolutions may sum in another order), then a mean of 8
+    terms = network_terms(net, 40 * 56) + 8
+    assert (tta - plain).abs().max() > 100 * rounding_gap(terms, tta, plain)
+    assert_same_up_to_rounding(tta, manual, terms)
+    assert_same_up_to_rounding(restore(net, img, tta=True), tta, terms)
 
 
 def test_x8_with_tiling_averages_eight_tiled_passes():
@@ -70,5 +73,7 @@ def test_x8_with_tiling_averages_eight_tiled_passes():
     out = restore(fn, img, tile=48, overlap=16, tta=True)
     manual = torch.stack([tiled_forward(lambda x, f=fwd, b=back: b(fn(f(x))), img, 48, 16)
                           for fwd, back in dihedral_pairs()]).mean(0)
-    assert (out - restore(fn, img, tile=48, overlap=16)).abs().max() > 1e-3
-    assert torch.allclose(out, manual, atol=1e-5)
+    # a 3x3 convolution of 3 channels, the mean of 8 passes and the blend of at most 4 tiles, in either order
+    terms = 27 + 8 + 4
+    assert (out - restore(fn, img, tile=48, overlap=16)).abs().max() > 100 * rounding_gap(terms, out, manual)
+    assert_same_up_to_rounding(out, manual, terms)
