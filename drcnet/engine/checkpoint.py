@@ -1,8 +1,8 @@
 """Checkpoint files: atomic writing, code-free reading, and strict network loading with a report.
 
 Our network checkpoints hold ``{'params': state, 'params_ema': state (if EMA), 'network_g': options}``.
-The release's hold ``{'params': state}`` or a bare state dict; both load here. A trusted file that holds
-other Python objects is rewritten as one that does not with
+The release's hold ``{'params': state}`` or a bare state dict, CCNet's authors' ``{'model': state}``; all
+load here. A trusted file that holds other Python objects is rewritten as one that does not with
 ``python -m drcnet.convert_checkpoint IN.pth OUT.pth``.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import nn
 
 logger = logging.getLogger('basicsr')
 
-PARAM_KEYS = ('auto', 'params', 'params_ema')
+PARAM_KEYS = ('auto', 'params', 'params_ema', 'model')  # 'model': CCNet's authors' checkpoints
 BARE = '<state dict>'  # how a report names a checkpoint that is itself the state dict
 _SHOW = 5  # how many offending keys an error lists
 
@@ -123,7 +123,7 @@ def select_state_dict(ckpt: Mapping, param_key: str = 'params', path: Any = None
         raise ValueError(f"param_key: {param_key!r} is not one of {', '.join(PARAM_KEYS)}")
     if not isinstance(ckpt, Mapping):
         raise CheckpointError(f'checkpoint{where}: expected a dict, found {type(ckpt).__name__}')
-    candidates = ('params_ema', 'params') if param_key == 'auto' else (param_key,)
+    candidates = ('params_ema', 'params', 'model') if param_key == 'auto' else (param_key,)
     for key in candidates:
         if key in ckpt:
             state = ckpt[key]
@@ -141,7 +141,7 @@ def select_state_dict(ckpt: Mapping, param_key: str = 'params', path: Any = None
 def extract_state_dict(ckpt: Mapping, param_key: str = 'params', path: Any = None) -> dict:
     """The network state dict of a checkpoint.
 
-    ``param_key``: 'params', 'params_ema', or 'auto' (params_ema if present, else params). A bare state
+    ``param_key``: 'params', 'params_ema', 'model', or 'auto' (params_ema, else params, else model). A bare state
     dict (the release's other format) is returned as is. A ``module.`` prefix is removed.
     """
     return select_state_dict(ckpt, param_key, path)[1]
