@@ -16,26 +16,31 @@ def ours(registry):
 
 
 def test_the_registries_hold_our_components():
-    assert ours(ARCH_REGISTRY) == ['DRCNet']
+    assert ours(ARCH_REGISTRY) == ['CCNet', 'DRCNet']
     assert ours(LOSS_REGISTRY) == ['ExtraCRLoss', 'IntraCRLoss', 'PSNRLoss']
     assert ours(DATASET_REGISTRY) == ['PairedRestorationDataset', 'SyntheticDegradationDataset']
     assert ours(MODEL_REGISTRY) == ['ImageRestorationModel']
     assert drcnet.DRCNet is ARCH_REGISTRY.get('DRCNet')
 
 
-TINY_ARCH = {'DRCNet': {'wf': 8, 'depth': 3}}
+TINY_ARCH = {'DRCNet': {'wf': 8, 'depth': 3}, 'CCNet': {'base_channel': 4, 'num_res': 1}}
+AUTOCAST = {'fp32': None, 'bf16': torch.bfloat16}
 
 
+@pytest.mark.parametrize('precision', AUTOCAST)
 @pytest.mark.parametrize('name', ours(ARCH_REGISTRY))
-def test_arch_forward_backward_on_an_odd_input(name):
+def test_arch_forward_backward_on_an_odd_input(name, precision):
     torch.manual_seed(0)
     net = build(ARCH_REGISTRY, {'type': name, **TINY_ARCH[name]})
     x = torch.rand(2, 3, 27, 41)
-    outs = net(x)
+    with torch.autocast('cpu', dtype=AUTOCAST[precision] or torch.bfloat16, enabled=AUTOCAST[precision] is not None):
+        outs = net(x)
     outs = outs if isinstance(outs, (list, tuple)) else [outs]
+    assert outs[-1].shape == x.shape  # the restoration is the last output; earlier ones may be smaller scales
     for out in outs:
-        assert out.shape == x.shape and torch.isfinite(out).all()
-    sum(o.square().mean() for o in outs).backward()
+        assert out.shape[:2] == x.shape[:2] and out.shape[-2] <= x.shape[-2] and out.shape[-1] <= x.shape[-1]
+        assert torch.isfinite(out).all()
+    sum(o.float().square().mean() for o in outs).backward()
     for pname, p in net.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
 
@@ -43,14 +48,16 @@ def test_arch_forward_backward_on_an_odd_input(name):
 TINY_LOSS = {'IntraCRLoss': {'vgg_weights': 'random'}, 'ExtraCRLoss': {'vgg_weights': 'random'}, 'PSNRLoss': {}}
 
 
+@pytest.mark.parametrize('precision', AUTOCAST)
 @pytest.mark.parametrize('name', ours(LOSS_REGISTRY))
-def test_loss_gives_a_finite_gradient_to_the_prediction(name):
+def test_loss_gives_a_finite_gradient_to_the_prediction(name, precision):
     torch.manual_seed(0)
     loss_fn = build(LOSS_REGISTRY, {'type': name, **TINY_LOSS[name]})
     gt, lq = torch.rand(2, 3, 27, 41), torch.rand(2, 3, 27, 41)
     pred = (gt + 0.1 * torch.randn_like(gt)).requires_grad_()
     params = inspect.signature(loss_fn.forward).parameters
-    value = loss_fn(pred, gt, lq) if len(params) >= 3 else loss_fn(pred, gt)
+    with torch.autocast('cpu', dtype=AUTOCAST[precision] or torch.bfloat16, enabled=AUTOCAST[precision] is not None):
+        value = loss_fn(pred, gt, lq) if len(params) >= 3 else loss_fn(pred, gt)
     assert value.ndim == 0 and torch.isfinite(value)
     value.backward()
     assert pred.grad is not None and torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
