@@ -17,7 +17,7 @@ def ours(registry):
 
 def test_the_registries_hold_our_components():
     assert ours(ARCH_REGISTRY) == ['CCNet', 'DRCNet']
-    assert ours(LOSS_REGISTRY) == ['ExtraCRLoss', 'IntraCRLoss', 'PSNRLoss']
+    assert ours(LOSS_REGISTRY) == ['ExtraCRLoss', 'FFTLoss', 'IntraCRLoss', 'PSNRLoss']
     assert ours(DATASET_REGISTRY) == ['PairedRestorationDataset', 'SyntheticDegradationDataset']
     assert ours(MODEL_REGISTRY) == ['ImageRestorationModel']
     assert drcnet.DRCNet is ARCH_REGISTRY.get('DRCNet')
@@ -45,7 +45,8 @@ def test_arch_forward_backward_on_an_odd_input(name, precision):
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
 
 
-TINY_LOSS = {'IntraCRLoss': {'vgg_weights': 'random'}, 'ExtraCRLoss': {'vgg_weights': 'random'}, 'PSNRLoss': {}}
+TINY_LOSS = {'IntraCRLoss': {'vgg_weights': 'random'}, 'ExtraCRLoss': {'vgg_weights': 'random'}, 'PSNRLoss': {},
+             'FFTLoss': {}}
 
 
 @pytest.mark.parametrize('precision', AUTOCAST)
