@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
+from torch.nn import functional as F
 
 import drcnet
 from drcnet.data.loader import build_loader
@@ -44,6 +46,25 @@ def build_contrastive(cfg: dict | None):
     return build(LOSS_REGISTRY, cfg, where='train.contrastive_opt')
 
 
+class PerOutputLoss(nn.Module):
+    """pixel_opt plus fft_opt on one output, the target resized bilinearly to the output's size first.
+
+    Bridges train.fft_opt and smaller outputs (CCNet's 1/4 and 1/2 scales) to a model that calls one pixel loss
+    per output with the full-size target; the logged l_pix is the sum of both terms.
+    """
+
+    def __init__(self, pixel: nn.Module | None, fft: nn.Module | None):
+        super().__init__()
+        self.pixel, self.fft = pixel, fft
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """pred (B, C, h, w), target (B, C, H, W) -> scalar."""
+        if pred.shape[-2:] != target.shape[-2:]:  # as CCNet's authors: bilinear, align_corners False
+            target = F.interpolate(target, size=pred.shape[-2:], mode='bilinear', align_corners=False)
+        terms = [loss(pred, target) for loss in (self.pixel, self.fft) if loss is not None]
+        return sum(terms[1:], terms[0])
+
+
 def build_model(opts: dict, ctx: RunContext, net=None):
     train = opts['train']
     net = net if net is not None else build(ARCH_REGISTRY, opts['network_g'], where='network_g')
@@ -52,6 +73,8 @@ def build_model(opts: dict, ctx: RunContext, net=None):
         load_network(net, pretrain, param_key=opts['path']['param_key_g'], strict=opts['path']['strict_load_g'])
     model_cls = resolve(MODEL_REGISTRY, opts['model_type'], where='model_type')
     pixel = build(LOSS_REGISTRY, train['pixel_opt'], where='train.pixel_opt') if train['pixel_opt'] else None
+    fft = build(LOSS_REGISTRY, train['fft_opt'], where='train.fft_opt') if train['fft_opt'] else None
+    pixel = PerOutputLoss(pixel, fft) if pixel is not None or fft is not None else None
     return model_cls(
         net_g=net, device=ctx.device, pixel_loss=pixel, contrastive_loss=build_contrastive(train['contrastive_opt']),
         optim_g=train['optim_g'], scheduler=train['scheduler'], warmup_iter=train['warmup_iter'],

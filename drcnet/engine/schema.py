@@ -59,6 +59,7 @@ TRAIN = {
     'warmup_iter': (int, -1),
     'pixel_opt': ((dict, NONE), {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}),
     'contrastive_opt': ((dict, NONE), None),
+    'fft_opt': ((dict, NONE), None),  # a frequency loss (FFTLoss) on every output, beside pixel_opt
     'ema_decay': (NUMBER, 0.0),
     'use_grad_clip': (bool, False),
     'grad_clip_norm': (NUMBER, 0.01),
@@ -377,6 +378,8 @@ def validate(opts: dict, is_train: bool = True) -> dict:
         if train['contrastive_opt'] is not None:
             _check_component(train['contrastive_opt'], LOSS_REGISTRY, 'train.contrastive_opt',
                              engine_keys=CONTRASTIVE_ENGINE_KEYS)
+        if train['fft_opt'] is not None:
+            _check_component(train['fft_opt'], LOSS_REGISTRY, 'train.fft_opt')
         if train['pixel_opt'] is None and train['contrastive_opt'] is None:
             raise OptionError('train.pixel_opt: at least one of pixel_opt and contrastive_opt is needed')
         if train['mixed_precision'] not in MIXED_PRECISION:
