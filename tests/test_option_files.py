@@ -61,3 +61,52 @@ def test_release_numerics_are_one_uncommented_line_in_the_evaluation_options(pat
     edited.write_text(text.replace('  # numerics: release', '  numerics: release'))
     net = validate(load_yaml(edited), is_train=False)['network_g']
     assert {key: net[key] for key in RELEASE_NUMERICS} == RELEASE_NUMERICS
+
+
+PEER_TRAIN_FILES = sorted((OPTIONS / 'peers').glob('*.yml'))
+PEER_TEST_FILES = sorted((OPTIONS / 'test' / 'peers').glob('*.yml'))
+
+
+@pytest.mark.parametrize('path', PEER_TRAIN_FILES, ids=lambda p: p.name)
+def test_peer_training_options_validate(path):
+    validate(load_yaml(path), is_train=True)
+
+
+def _benchmark_table(opts):
+    return [(s['name'], s['dataroot_gt'], s['dataroot_lq'], s['test_y_channel'], s['protocol'])
+            for s in opts['datasets'].values()]
+
+
+@pytest.mark.parametrize('path', PEER_TEST_FILES, ids=lambda p: p.name)
+def test_peer_evaluation_options_validate_and_score_drcnets_tables(path):
+    opts = validate(load_yaml(path), is_train=False)
+    assert opts['path']['pretrain_network_g'].startswith('experiments/pretrained_models/')
+    drcnet = validate(load_yaml(OPTIONS / 'test' / f'{path.stem.split("_")[-1]}.yml'), is_train=False)
+    assert _benchmark_table(opts) == _benchmark_table(drcnet)
+    assert opts['val']['metrics'] == drcnet['val']['metrics']
+
+
+def test_ccnet_ships_a_recipe_and_an_evaluation_per_task():
+    assert {p.stem for p in PEER_TRAIN_FILES} >= {'ccnet_derain', 'ccnet_denoise', 'ccnet_deblur'}
+    assert {p.stem for p in PEER_TEST_FILES} >= {'ccnet_derain', 'ccnet_denoise', 'ccnet_deblur'}
+
+
+def test_ccnet_deblurring_recipe_is_the_authors():
+    # PEERS.md 2.4: Adam 1e-4 -> 1e-6 cosine, 3 warm-up epochs, batch 4 on one GPU, 256 crops with horizontal
+    # flips, 3000 epochs of GoPro's 2,103 pairs (526 batches each), gradient norm 0.01, L1 + 0.1 FFT per scale
+    opts = validate(load_yaml(OPTIONS / 'peers' / 'ccnet_deblur.yml'))
+    train, data = opts['train'], opts['datasets']['train']
+    assert opts['network_g'] == {'type': 'CCNet', 'base_channel': 36, 'num_res': 16}
+    assert train['optim_g'] == {'type': 'Adam', 'lr': 1e-4, 'weight_decay': 0, 'betas': [0.9, 0.999], 'eps': 1e-8}
+    assert train['scheduler'] == {'type': 'CosineAnnealingLR', 'T_max': 3000 * 526, 'eta_min': 1e-6}
+    assert train['total_iter'] == 3000 * 526 and train['warmup_iter'] == 3 * 526
+    assert (data['gt_size'], data['batch_size_per_gpu'], data['use_hflip'], data['use_rot']) == (256, 4, True, False)
+    assert train['use_grad_clip'] and train['grad_clip_norm'] == 0.01
+    assert train['pixel_opt']['type'] == 'L1Loss' and train['pixel_opt']['loss_weight'] == 1.0
+    assert train['fft_opt'] == {'type': 'FFTLoss', 'loss_weight': 0.1, 'reduction': 'mean'}
+
+
+@pytest.mark.parametrize('task', ['derain', 'denoise'])
+def test_ccnet_recipes_of_our_own_say_so(task):
+    text = (OPTIONS / 'peers' / f'ccnet_{task}.yml').read_text()
+    assert 'OUR recipe' in text.splitlines()[0]
