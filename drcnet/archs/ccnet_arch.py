@@ -154,7 +154,7 @@ class _Branch(nn.ModuleList):
 
 
 class LDIM(nn.Module):
-    """Local dynamic interaction (the authors' ``cubic_attention``): per-image strip filters along W
+    """LDIM (the authors' ``cubic_attention``): per-image strip filters along W
     (the "H" branch), then along H (the "W" branch), blended as ``gamma * out + beta * x``."""
 
     def __init__(self, channels: int, kernel_size: int, dilation: int):
@@ -171,7 +171,7 @@ class LDIM(nn.Module):
 
 
 class ERSM(nn.Module):
-    """Efficient residual star module (the authors' ``ResBlock``): star conv + GELU, optionally LDIM with
+    """ERSM (the authors' ``ResBlock``): star conv + GELU, optionally LDIM with
     kernel 11 on the first channel half and kernel 7 on the second, then a 3x3 conv, plus the input."""
 
     def __init__(self, channels: int, use_filter: bool = False):
