@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--release-numerics', action='store_true',
                    help="use the release's numerics (threshold 0.8, delta 1e-4, batch region statistics)")
     p.add_argument('--param-key', choices=PARAM_KEYS, default='auto',
-                   help='which weights of the checkpoint: auto = params_ema if present, else params, else state_dict')
+                   help='which weights of the checkpoint: auto = params_ema if present, else params, else '
+                        "state_dict, else model (MPRNet-family and CCNet's authors' files)")
     p.add_argument('--tile', type=int, default=None, help='restore in tiles of N x N pixels (bounded memory)')
     p.add_argument('--tile-overlap', type=int, default=32, help='overlap of neighbouring tiles in pixels')
     p.add_argument('--tta', action='store_true', help='x8 self-ensemble (flips and rotations, averaged)')

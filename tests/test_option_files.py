@@ -72,13 +72,17 @@ DGUNET_RECIPES = {'deblur': (1e-4, 0, 3000 * 132, 3 * 132, 256, True),
                   'denoise': (1e-4, 1e-8, 80 * 6000, 3 * 6000, 128, False)}
 
 
+DGUNET_TRAIN_FILES = [p for p in PEER_TRAIN_FILES if p.stem.startswith('dgunet')]
+DGUNET_TEST_FILES = [p for p in PEER_TEST_FILES if p.stem.startswith('dgunet')]
+
+
 def test_the_peer_options_cover_each_released_configuration():
     names = {p.stem for p in PEER_TRAIN_FILES}
     assert {f'{net}_{task}' for net in ('dgunet', 'dgunet_plus') for task in DGUNET_RECIPES} <= names
     assert {p.stem for p in PEER_TEST_FILES} == names
 
 
-@pytest.mark.parametrize('path', PEER_TRAIN_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize('path', DGUNET_TRAIN_FILES, ids=lambda p: p.name)
 def test_peer_training_options_validate_and_follow_the_authors_recipe(path):
     opts = validate(load_yaml(path), is_train=True)
     net, task = path.stem.rsplit('_', 1)
@@ -97,7 +101,7 @@ def test_peer_training_options_validate_and_follow_the_authors_recipe(path):
     assert '4 processes x batch 4' in path.read_text() and 'torchrun --nproc_per_node=4' in path.read_text()
 
 
-@pytest.mark.parametrize('path', PEER_TEST_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize('path', DGUNET_TEST_FILES, ids=lambda p: p.name)
 def test_peer_evaluation_uses_drcnets_benchmark_tables_and_the_authors_tta(path):
     opts = validate(load_yaml(path), is_train=False)
     task = path.stem.rsplit('_', 1)[1]
@@ -105,3 +109,48 @@ def test_peer_evaluation_uses_drcnets_benchmark_tables_and_the_authors_tta(path)
     assert opts['datasets'] == drcnet['datasets'] and opts['val']['metrics'] == drcnet['val']['metrics']
     assert opts['val']['tta'] is (task == 'denoise')  # DGUNet's denoising tables include x8 self-ensemble
     assert opts['path']['param_key_g'] == 'auto' and opts['network_g']['task'] == task
+
+
+@pytest.mark.parametrize('path', PEER_TRAIN_FILES, ids=lambda p: p.name)
+def test_peer_training_options_validate(path):
+    validate(load_yaml(path), is_train=True)
+
+
+def _benchmark_table(opts):
+    return [(s['name'], s['dataroot_gt'], s['dataroot_lq'], s['test_y_channel'], s['protocol'])
+            for s in opts['datasets'].values()]
+
+
+@pytest.mark.parametrize('path', PEER_TEST_FILES, ids=lambda p: p.name)
+def test_peer_evaluation_options_validate_and_score_drcnets_tables(path):
+    opts = validate(load_yaml(path), is_train=False)
+    assert opts['path']['pretrain_network_g'].startswith('experiments/pretrained_models/')
+    drcnet = validate(load_yaml(OPTIONS / 'test' / f'{path.stem.split("_")[-1]}.yml'), is_train=False)
+    assert _benchmark_table(opts) == _benchmark_table(drcnet)
+    assert opts['val']['metrics'] == drcnet['val']['metrics']
+
+
+def test_ccnet_ships_a_recipe_and_an_evaluation_per_task():
+    assert {p.stem for p in PEER_TRAIN_FILES} >= {'ccnet_derain', 'ccnet_denoise', 'ccnet_deblur'}
+    assert {p.stem for p in PEER_TEST_FILES} >= {'ccnet_derain', 'ccnet_denoise', 'ccnet_deblur'}
+
+
+def test_ccnet_deblurring_recipe_is_the_authors():
+    # PEERS.md 2.4: Adam 1e-4 -> 1e-6 cosine, 3 warm-up epochs, batch 4 on one GPU, 256 crops with horizontal
+    # flips, 3000 epochs of GoPro's 2,103 pairs (526 batches each), gradient norm 0.01, L1 + 0.1 FFT per scale
+    opts = validate(load_yaml(OPTIONS / 'peers' / 'ccnet_deblur.yml'))
+    train, data = opts['train'], opts['datasets']['train']
+    assert opts['network_g'] == {'type': 'CCNet', 'base_channel': 36, 'num_res': 16}
+    assert train['optim_g'] == {'type': 'Adam', 'lr': 1e-4, 'weight_decay': 0, 'betas': [0.9, 0.999], 'eps': 1e-8}
+    assert train['scheduler'] == {'type': 'CosineAnnealingLR', 'T_max': 3000 * 526, 'eta_min': 1e-6}
+    assert train['total_iter'] == 3000 * 526 and train['warmup_iter'] == 3 * 526
+    assert (data['gt_size'], data['batch_size_per_gpu'], data['use_hflip'], data['use_rot']) == (256, 4, True, False)
+    assert train['use_grad_clip'] and train['grad_clip_norm'] == 0.01
+    assert train['pixel_opt']['type'] == 'L1Loss' and train['pixel_opt']['loss_weight'] == 1.0
+    assert train['fft_opt'] == {'type': 'FFTLoss', 'loss_weight': 0.1, 'reduction': 'mean'}
+
+
+@pytest.mark.parametrize('task', ['derain', 'denoise'])
+def test_ccnet_recipes_of_our_own_say_so(task):
+    text = (OPTIONS / 'peers' / f'ccnet_{task}.yml').read_text()
+    assert 'OUR recipe' in text.splitlines()[0]

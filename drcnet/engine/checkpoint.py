@@ -2,8 +2,8 @@
 
 Our network checkpoints hold ``{'params': state, 'params_ema': state (if EMA), 'network_g': options}``.
 The release's hold ``{'params': state}`` or a bare state dict; MPRNet-family releases (DGUNet) hold
-``{'epoch', 'state_dict', 'optimizer'}``; all of them load here. A trusted file that holds
-other Python objects is rewritten as one that does not with
+``{'epoch', 'state_dict', 'optimizer'}``, CCNet's authors' ``{'model': state}``; all of them load here.
+A trusted file that holds other Python objects is rewritten as one that does not with
 ``python -m drcnet.convert_checkpoint IN.pth OUT.pth``.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import nn
 
 logger = logging.getLogger('basicsr')
 
-PARAM_KEYS = ('auto', 'params', 'params_ema', 'state_dict')
+PARAM_KEYS = ('auto', 'params', 'params_ema', 'state_dict', 'model')  # 'model': CCNet's authors' files
 BARE = '<state dict>'  # how a report names a checkpoint that is itself the state dict
 _SHOW = 5  # how many offending keys an error lists
 
@@ -124,7 +124,7 @@ def select_state_dict(ckpt: Mapping, param_key: str = 'params', path: Any = None
         raise ValueError(f"param_key: {param_key!r} is not one of {', '.join(PARAM_KEYS)}")
     if not isinstance(ckpt, Mapping):
         raise CheckpointError(f'checkpoint{where}: expected a dict, found {type(ckpt).__name__}')
-    candidates = ('params_ema', 'params', 'state_dict') if param_key == 'auto' else (param_key,)
+    candidates = ('params_ema', 'params', 'state_dict', 'model') if param_key == 'auto' else (param_key,)
     for key in candidates:
         if key in ckpt:
             state = ckpt[key]
@@ -142,8 +142,8 @@ def select_state_dict(ckpt: Mapping, param_key: str = 'params', path: Any = None
 def extract_state_dict(ckpt: Mapping, param_key: str = 'params', path: Any = None) -> dict:
     """The network state dict of a checkpoint.
 
-    ``param_key``: 'params', 'params_ema', 'state_dict' (MPRNet-family files), or 'auto' (the first of
-    params_ema, params and state_dict present). A bare state
+    ``param_key``: 'params', 'params_ema', 'state_dict' (MPRNet-family files), 'model' (CCNet's authors'
+    files), or 'auto' (the first of params_ema, params, state_dict and model present). A bare state
     dict (the release's other format) is returned as is. A ``module.`` prefix is removed.
     """
     return select_state_dict(ckpt, param_key, path)[1]
