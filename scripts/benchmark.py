@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -219,11 +220,16 @@ def dfr_profile(net: nn.Module, size: int, repeats: int = 3) -> dict:
 
 
 # ------------------------------------------------------------------------------------- train step
+@functools.lru_cache(maxsize=1)
+def _photographs() -> tuple:
+    from skimage import data
+    return data.astronaut(), data.coffee(), data.rocket(), data.chelsea()
+
+
 def photo_batch(batch: int, size: int, seed: int = 0) -> tuple:
     """(lq, gt): random crops of scikit-image photographs, lq with Gaussian noise sigma 25."""
     import numpy as np
-    from skimage import data
-    photos = [data.astronaut(), data.coffee(), data.rocket(), data.chelsea()]
+    photos = _photographs()
     rng = np.random.default_rng(seed)
     crops = []
     for i in range(batch):
@@ -446,7 +452,8 @@ def train_throughput(cfg: Mapping, device: torch.device, precision: str, channel
     sync(device)
     first_s = time.perf_counter() - start
     losses = []
-    ms = statistics.median(time_interleaved({'step': lambda: losses.append(step())}, steps, device=device)['step'])
+    runs = time_interleaved({'step': lambda: losses.append(step())}, steps, warmup=0, device=device)['step']
+    ms = statistics.median(runs)
     return {'it_per_s': 1e3 / ms, 'images_per_s': batch * 1e3 / ms, 'ms': ms, 'first_step_s': first_s,
             'finite_loss': all(math.isfinite(v) for v in losses), 'peak_memory_mb': peak_memory_mb(device)}
 
@@ -467,7 +474,7 @@ def forward_time(cfg: Mapping, device: torch.device, precision: str, channels_la
     forward()
     sync(device)
     first_s = time.perf_counter() - start
-    ms = statistics.median(time_interleaved({'forward': forward}, repeats, device=device)['forward'])
+    ms = statistics.median(time_interleaved({'forward': forward}, repeats, warmup=0, device=device)['forward'])
     return {'ms': ms, 'first_call_s': first_s, 'peak_memory_mb': peak_memory_mb(device)}
 
 
