@@ -312,9 +312,11 @@ def loader_rate(cfg: Mapping, batches: int) -> float:
     return rate
 
 
-def measure_data(gt_size: int, batches: int, step_ms: Optional[float], workdir: Path) -> dict:
-    """Loading rates of a paired folder and of its lmdb (scripts/create_lmdb.py) with 0 and 2 workers."""
+def measure_data(gt_size: int, batches: int, train_step: Optional[Mapping], workdir: Path) -> dict:
+    """Loading rates of a paired folder and of its lmdb (scripts/create_lmdb.py) with 0 and 2 workers, and
+    their ratio to the samples a training step (``measure_train_step``'s result) consumes."""
     gt_dir, lq_dir = write_pair_folders(workdir)
+    images = len(list(gt_dir.iterdir()))
     sys.path.insert(0, str(ROOT / 'scripts'))
     from create_lmdb import create_lmdb
     with open(os.devnull, 'w') as quiet, contextlib.redirect_stderr(quiet):  # progress bars
@@ -324,16 +326,16 @@ def measure_data(gt_size: int, batches: int, step_ms: Optional[float], workdir: 
     batch = 4
     result: dict = {'gt_size': gt_size, 'batch': batch}
     consumed = None
-    if step_ms:
-        # a training step on 4 x 128^2 px processes the pixels of one gt_size x gt_size sample
-        consumed = (4 * 128 * 128) / (gt_size * gt_size) / (step_ms * 1e-3)
+    if train_step:  # in pixels: a step on 4 crops of 128 px consumes one sample of 256 px
+        step_pixels = train_step['batch'] * train_step['size'] ** 2
+        consumed = step_pixels / gt_size ** 2 / (train_step['ms_l1'] * 1e-3)
         result['consumed_samples_per_s'] = consumed
     for name, (gt, lq, backend) in roots.items():
         for workers in (0, 2):
-            cfg = {'type': 'PairedRestorationDataset', 'phase': 'train', 'dataroot_gt': str(gt), 'dataroot_lq': str(lq),
-                   'io_backend': {'type': backend}, 'gt_size': gt_size, 'use_hflip': True, 'use_rot': True,
-                   'batch_size_per_gpu': batch, 'num_worker_per_gpu': workers, 'persistent_workers': False,
-                   'dataset_enlarge_ratio': math.ceil((batches + 2) * batch / 16)}
+            cfg = {'type': 'PairedRestorationDataset', 'phase': 'train', 'dataroot_gt': str(gt),
+                   'dataroot_lq': str(lq), 'io_backend': {'type': backend}, 'gt_size': gt_size, 'use_hflip': True,
+                   'use_rot': True, 'batch_size_per_gpu': batch, 'num_worker_per_gpu': workers,
+                   'persistent_workers': False, 'dataset_enlarge_ratio': math.ceil((batches + 2) * batch / images)}
             rate = loader_rate(cfg, batches)
             result.setdefault(name, {})[f'workers_{workers}_samples_per_s'] = rate
             if consumed:
@@ -653,8 +655,7 @@ def run(args: argparse.Namespace) -> dict:
         print('train step done', file=sys.stderr)
     if 'data' in sections:
         with tempfile.TemporaryDirectory(prefix='drcnet_bench_') as tmp:
-            results['data'] = measure_data(256, 10 if quick else 40, results.get('train_step', {}).get('ms_l1'),
-                                           Path(tmp))
+            results['data'] = measure_data(256, 10 if quick else 40, results.get('train_step'), Path(tmp))
         print('data done', file=sys.stderr)
     if 'tiled' in sections:
         h, w = (768, 1024) if quick else (3000, 4000)

@@ -105,7 +105,8 @@ def test_train_step_with_and_without_intra_cr(bench):
 
 
 def test_data_section_reads_the_folder_and_its_lmdb(bench, tmp_path):
-    result = bench.measure_data(64, batches=2, step_ms=100.0, workdir=tmp_path)
+    step = {'batch': 4, 'size': 32, 'ms_l1': 100.0}
+    result = bench.measure_data(64, batches=2, train_step=step, workdir=tmp_path)
     for name in ('folder', 'lmdb'):
         for workers in (0, 2):
             assert positive(result[name][f'workers_{workers}_samples_per_s'])
