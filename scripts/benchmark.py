@@ -513,13 +513,16 @@ def measure_device(device: torch.device, net_cfg: Mapping = PAPER, batch: int = 
                 for comp in compiled:
                     layout = 'channels_last' if channels_last else 'nchw'
                     name = f"{precision}/{layout}/{'compile' if comp else 'eager'}"
-                    row = {'train': train_throughput(cfg, device, precision, channels_last, comp, batch, train_size,
-                                                     steps, backend)}
-                    for size in forward_sizes:
-                        row[f'forward_{size}'] = forward_time(cfg, device, precision, channels_last, comp, size,
-                                                              steps, backend)
+                    try:
+                        row = {'train': train_throughput(cfg, device, precision, channels_last, comp, batch,
+                                                         train_size, steps, backend)}
+                        for size in forward_sizes:
+                            row[f'forward_{size}'] = forward_time(cfg, device, precision, channels_last, comp, size,
+                                                                  steps, backend)
+                    except RuntimeError as err:  # out of memory, a compiler missing: report it, run the others
+                        row = {'error': f'{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}'}
                     rows[name] = row
-                    print(f'device {numerics} {name}: {row["train"]["it_per_s"]:.2f} it/s', file=sys.stderr)
+                    print(f'device {numerics} {name}: {row.get("train", row)}', file=sys.stderr)
     result['cpu_vs_device'] = compare_with_cpu(net_cfg, device, compare_size)
     return result
 
@@ -599,12 +602,16 @@ def print_table(results: dict) -> None:
             print(f"  {label:<10} {_fmt(r.get('ms', r.get('unavailable'))):>8} ms{extra}")
     dev = results.get('device')
     if dev:
-        sizes = [k for k in next(iter(dev['numerics']['paper']['variants'].values())) if k.startswith('forward_')]
+        sizes = sorted({k for block in dev['numerics'].values() for row in block['variants'].values() for k in row
+                        if k.startswith('forward_')}, key=lambda k: int(k.split('_')[1]))
         print(f"\ndevice {dev['device']}: training batch {dev['batch']} at {dev['train_size']} px; forward batch 1")
         print(f"{'numerics':<9}{'variant':<28}{'it/s':>7}{'img/s':>8}{'peak MB':>9}"
               + ''.join(f"{s.split('_')[1] + ' ms':>10}" for s in sizes))
         for numerics, block in dev['numerics'].items():
             for name, row in block['variants'].items():
+                if 'error' in row:
+                    print(f"{numerics:<9}{name:<28}{row['error']}")
+                    continue
                 tr = row['train']
                 print(f"{numerics:<9}{name:<28}{tr['it_per_s']:>7.2f}{tr['images_per_s']:>8.2f}"
                       f"{_fmt(tr['peak_memory_mb'], '.0f'):>9}" + ''.join(f"{row[s]['ms']:>10.1f}" for s in sizes))

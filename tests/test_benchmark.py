@@ -204,12 +204,14 @@ def test_table_prints_every_section(bench, capsys):
                      'c_accel': {'ms': 520.0}},
         'device': {'device': 'cuda:0', 'batch': 4, 'train_size': 256, 'cpu_vs_device': {'max_abs_diff': 1e-5},
                    'numerics': {n: {'variants': {'fp16/channels_last/compile': {
-                       'train': train, 'forward_256': {'ms': 7.5}, 'forward_1024': {'ms': 99.0}}}}
+                       'train': train, 'forward_256': {'ms': 7.5}, 'forward_1024': {'ms': 99.0}},
+                       'fp32/nchw/compile': {'error': 'OutOfMemoryError: CUDA out of memory'}}}
                        for n in ('paper', 'release')}},
     }
     results['targets'] = bench.check_targets(results)
     bench.print_table(results)
     out = capsys.readouterr().out
     for text in ('0.83', '20.0 %', 'overhead 0.200', 'x11.0', 'QUICK', '900 MB', 'compile 50 s',
-                 'fp16/channels_last/compile', '5000', '99.0', '1.00e-05', 'NOT met'):
+                 'fp16/channels_last/compile', '5000', '99.0', '1.00e-05', 'NOT met',
+                 'OutOfMemoryError'):
         assert text in out, text
