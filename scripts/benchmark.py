@@ -623,20 +623,27 @@ def print_table(results: dict) -> None:
 
 
 # -------------------------------------------------------------------------------------------- main
+def pick_sections(device_type: str, only: Optional[str], quick: bool, variants: Optional[bool]) -> tuple:
+    """The sections to run: ``--only``'s, else the device's, with the variants unless quick or told not to."""
+    if only:
+        sections = tuple(s.strip() for s in only.split(','))
+        unknown = sorted(set(sections) - set(SECTIONS))
+        if unknown:
+            raise SystemExit(f"benchmark.py: --only: {', '.join(unknown)} not among {', '.join(SECTIONS)}")
+        return sections
+    sections = CPU_SECTIONS if device_type == 'cpu' else CUDA_SECTIONS
+    if not (variants if variants is not None else not quick):
+        sections = tuple(s for s in sections if s != 'variants')
+    return sections
+
+
 def run(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     accel = not args.no_accel
     allocator = reuse_freed_cpu_memory() if accel and device.type == 'cpu' else False
     threads = torch.get_num_threads()
     quick, repeats = args.quick, args.repeats or (3 if args.quick else 7)
-    sections = CPU_SECTIONS if device.type == 'cpu' else CUDA_SECTIONS
-    if args.only:
-        sections = tuple(s.strip() for s in args.only.split(','))
-    elif quick or not args.variants:
-        sections = tuple(s for s in sections if s != 'variants')
-    unknown = sorted(set(sections) - set(SECTIONS))
-    if unknown:
-        raise SystemExit(f"benchmark.py: --only: {', '.join(unknown)} not among {', '.join(SECTIONS)}")
+    sections = pick_sections(device.type, args.only, quick, args.variants)
     results: dict = {'meta': {
         'torch': torch.__version__, 'device': str(device), 'threads': threads, 'quick': quick, 'repeats': repeats,
         'accel': accel, 'cpu_allocator_reuses_freed_memory': allocator, 'sections': list(sections),
@@ -689,8 +696,8 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument('--threads', type=int, help='torch threads (default: torch.get_num_threads())')
     parser.add_argument('--repeats', type=int, help='timed runs per measurement (default 7, quick 3)')
     parser.add_argument('--only', help=f"comma-separated sections: {', '.join(SECTIONS)}")
-    parser.add_argument('--variants', action=argparse.BooleanOptionalAction, default=True,
-                        help='the eager / compile / accel forward comparison (full run only)')
+    parser.add_argument('--variants', action=argparse.BooleanOptionalAction,
+                        help='the eager / compile / accel forward comparison (default: on, off with --quick)')
     parser.add_argument('--no-accel', action='store_true', help='neither accelerate() nor the allocator setting')
     parser.add_argument('--child', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -168,6 +168,17 @@ def test_cuda_without_a_gpu_is_refused_with_one_clear_line(bench):
     assert proc.stderr.strip().splitlines()[-1] == bench.NO_CUDA
 
 
+def test_sections_follow_the_device_and_the_flags(bench):
+    assert 'variants' in bench.pick_sections('cpu', None, quick=False, variants=None)
+    assert 'variants' not in bench.pick_sections('cpu', None, quick=True, variants=None)
+    assert 'variants' not in bench.pick_sections('cpu', None, quick=False, variants=False)
+    assert 'variants' in bench.pick_sections('cpu', None, quick=True, variants=True)
+    assert bench.pick_sections('cuda', None, quick=False, variants=None) == ('train_step', 'data', 'device')
+    assert bench.pick_sections('cpu', 'data, device', quick=True, variants=None) == ('data', 'device')
+    with pytest.raises(SystemExit, match='tiles'):
+        bench.pick_sections('cpu', 'forward,tiles', quick=False, variants=None)
+
+
 def results_at(ratio, overhead, lmdb_ratio, rss):
     return {'forward': {'paper': {'256': {'ceiling_ratio': ratio}}}, 'train_step': {'intra_cr_overhead': overhead},
             'data': {'folder': {'workers_2_ratio': 20.0}, 'lmdb': {'workers_2_ratio': lmdb_ratio}},
