@@ -596,10 +596,15 @@ def print_table(results: dict) -> None:
     v = results.get('variants')
     if v:
         print(f"\nvariants, paper network {v['size']} px forward, batch 1:")
+        eager_ms = v['a_eager'].get('ms')
         for label in ('a_eager', 'b_compile', 'c_accel'):
             r = v[label]
-            extra = f"  (compile {r['compile_s']:.0f} s)" if 'compile_s' in r else ''
-            print(f"  {label:<10} {_fmt(r.get('ms', r.get('unavailable'))):>8} ms{extra}")
+            if 'ms' not in r:
+                print(f"  {label:<10} {r.get('unavailable')}")
+                continue
+            extra = f", compile {r['compile_s']:.0f} s" if 'compile_s' in r else ''
+            print(f"  {label:<10} {r['ms']:>8.1f} ms  (x{_fmt(eager_ms / r['ms'] if eager_ms else None, '.2f')} "
+                  f"eager's speed{extra})")
     dev = results.get('device')
     if dev:
         sizes = sorted({k for block in dev['numerics'].values() for row in block['variants'].values() for k in row
