@@ -414,8 +414,7 @@ def measure_variants(size: int, repeats: int, threads: int) -> dict:
     out = {'size': size}
     for label, child, variant in (('a_eager', plain, 'eager'), ('b_compile', plain, 'compile'),
                                   ('c_accel', accel, 'accel')):
-        out[label] = child.get(variant, child)
-    out['c_accel']['allocator'] = accel.get('allocator')
+        out[label] = {**child.get(variant, child), 'allocator_reuses_freed_memory': child.get('allocator')}
     return out
 
 
