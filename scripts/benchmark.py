@@ -367,14 +367,15 @@ def child_tiled(height: int, width: int, tile: int, accel: bool) -> dict:
     return {'seconds': time.perf_counter() - start, 'peak_rss_mb': peak_rss_mb()}
 
 
-def child_variants(variants: List[str], size: int, repeats: int, allocator: bool, backend: str = 'inductor') -> dict:
-    """Paper-network forwards at batch 1 in this process: 'eager' (NCHW, no accel), 'compile' (torch.compile
-    of it) and 'accel' (``accelerate``); the allocator setting, process-wide, is the caller's choice."""
+def child_variants(variants: List[str], size: int, repeats: int, allocator: bool, backend: str = 'inductor',
+                   net_cfg: Mapping = PAPER) -> dict:
+    """Batch-1 forwards in this process: 'eager' (NCHW, no accel), 'compile' (torch.compile of it) and 'accel'
+    (``accelerate``); the allocator setting, process-wide, is the caller's choice."""
     allocator = reuse_freed_cpu_memory() if allocator else False
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     fns, result = {}, {'allocator': allocator}
     for variant in variants:
-        net = build_net(PAPER).eval()
+        net = build_net(net_cfg).eval()
         if variant == 'accel':
             net = accelerate(net, 'cpu')
         elif variant == 'compile':

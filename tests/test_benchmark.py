@@ -120,7 +120,8 @@ def test_tiled_restore_runs_in_a_child_process(bench):
 
 def test_forward_variants_eager_compiled_and_accelerated(bench):
     # inductor's first compile takes minutes here; dynamo's eager backend exercises the same code path
-    result = bench.child_variants(['eager', 'compile', 'accel'], size=16, repeats=1, allocator=False, backend='eager')
+    result = bench.child_variants(['eager', 'compile', 'accel'], size=16, repeats=1, allocator=False, backend='eager',
+                                  net_cfg=TINY)
     for variant in ('eager', 'compile', 'accel'):
         assert positive(result[variant]['ms']), variant
     assert positive(result['compile']['compile_s']) and result['allocator'] is False
