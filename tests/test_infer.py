@@ -233,12 +233,11 @@ def test_opt_file_numerics_release_reaches_the_network(tmp_path):
         network_options({}, str(opt), None)
 
 
-def test_a_dgunet_checkpoint_restores_an_odd_sized_image(tmp_path, capsys):
-    from drcnet.archs.dgunet_arch import DGUNet
-
+@pytest.mark.parametrize('tiny', [{'type': 'DGUNet', 'n_feat': 8, 'scale_unetfeats': 4, 'scale_orsnetfeats': 4},
+                                  {'type': 'DGUNetPlus', 'n_feat': 8, 'scale_unetfeats': 4}], ids=['DGUNet', 'DGUNetPlus'])
+def test_a_dgunet_checkpoint_restores_an_odd_sized_image(tmp_path, capsys, tiny):
     torch.manual_seed(0)
-    tiny = {'type': 'DGUNet', 'n_feat': 8, 'scale_unetfeats': 4, 'scale_orsnetfeats': 4}
-    net = DGUNet(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4).eval()
+    net = build(ARCH_REGISTRY, tiny, where='network_g').eval()
     weights = save_network(net, tmp_path / 'dgunet.pth', tiny)
     write_image(tmp_path / 'odd.png', photo('coffee', 37, 45))
     code = main(['-i', str(tmp_path / 'odd.png'), '-o', str(tmp_path / 'out'), '--weights', str(weights),

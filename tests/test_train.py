@@ -429,7 +429,11 @@ def test_validation_during_training_scores_each_set_with_its_own_protocol(tmp_pa
 TINY_DGUNET = {'type': 'DGUNet', 'n_feat': 8, 'scale_unetfeats': 4, 'scale_orsnetfeats': 4}
 
 
-def test_a_tiny_dgunet_trains_on_the_demo_data_with_charbonnier_and_edge_loss_on_all_outputs(tmp_path):
+TINY_DGUNET_PLUS = {'type': 'DGUNetPlus', 'n_feat': 8, 'scale_unetfeats': 4}
+
+
+@pytest.mark.parametrize('network', [TINY_DGUNET, TINY_DGUNET_PLUS], ids=['DGUNet', 'DGUNetPlus'])
+def test_a_tiny_dgunet_trains_on_the_demo_data_with_charbonnier_and_edge_loss_on_all_outputs(tmp_path, network):
     demo = yaml.safe_load((ROOT / 'options' / 'demo.yml').read_text())
     opts = tiny_options(tmp_path, name='dgunet', total_iter=2, mixed_precision='bf16',
                         pixel_opt={'type': 'CharbonnierLoss', 'output_weights': [1, 1, 1, 1, 1, 1, 2]},
@@ -437,13 +441,15 @@ def test_a_tiny_dgunet_trains_on_the_demo_data_with_charbonnier_and_edge_loss_on
     opts['datasets'] = {'train': dict(demo['datasets']['train'], gt_size=24, batch_size_per_gpu=2,
                                       num_worker_per_gpu=0),
                         'val': dict(demo['datasets']['val'], crop_size=37)}  # odd: padded to 40 inside
-    opts['network_g'] = dict(TINY_DGUNET)
+    opts['network_g'] = dict(network)
     assert main(['-opt', str(write_options(tmp_path, opts))]) == 0
     root = tmp_path / 'experiments' / 'dgunet'
     log = next(root.glob('train_dgunet_*.log')).read_text()
     assert 'l_pix' in log and 'l_edge' in log and 'validation' in log
     ckpt = load_file(root / 'models' / 'net_g_latest.pth')
-    assert ckpt['network_g'] == TINY_DGUNET and 'basic.concat12.weight' in ckpt['params']
+    assert ckpt['network_g'] == network
+    if network['type'] == 'DGUNet':
+        assert 'basic.concat12.weight' in ckpt['params']
 
 
 def test_output_weights_of_the_wrong_length_stop_with_the_key(tmp_path):
