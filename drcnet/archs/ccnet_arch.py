@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from drcnet.archs.precision import float32_statistics
 from drcnet.registry import ARCH_REGISTRY
 
 __all__ = ['CCNET_CONFIGS', 'CCNet', 'MIN_SIDE', 'ERSM', 'LDIM']
@@ -29,11 +30,6 @@ STRIP_KERNELS = ((11, 6), (7, 4))
 # pads 6 * (11 - 1) / 2 = 30 pixels, and it also runs at 1/4 scale, so the quarter map needs >= 31
 # pixels per side: the padded input needs >= 124 (upstream fails at 120, works at 124).
 MIN_SIDE = 4 * (max(d * (k - 1) // 2 for k, d in STRIP_KERNELS) + 1)
-
-
-def _stats_dtype(x: torch.Tensor) -> torch.dtype:
-    """float32, or float64 for float64 input: where means and variances are accumulated."""
-    return torch.promote_types(x.dtype, torch.float32)
 
 
 class BasicConv(nn.Module):
@@ -64,14 +60,14 @@ class ChannelLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W)."""
-        dtype = _stats_dtype(x)
-        with torch.autocast(x.device.type, enabled=False):
-            x32 = x.to(dtype)
-            mean = x32.mean(dim=1, keepdim=True)
-            var = (x32 - mean).square().mean(dim=1, keepdim=True)
-            out = (x32 - mean) * torch.rsqrt(var + self.eps)
-            out = out * self.weight.to(dtype)[:, None, None] + self.bias.to(dtype)[:, None, None]
-        return out.to(x.dtype)
+        return _channel_layer_norm(x, self.weight, self.bias, self.eps)
+
+
+@float32_statistics
+def _channel_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    mean = x.mean(dim=1, keepdim=True)
+    var = (x - mean).square().mean(dim=1, keepdim=True)
+    return (x - mean) * torch.rsqrt(var + eps) * weight[:, None, None] + bias[:, None, None]
 
 
 class InstanceNorm2dFloat32(nn.InstanceNorm2d):
@@ -79,10 +75,7 @@ class InstanceNorm2dFloat32(nn.InstanceNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W)."""
-        dtype = _stats_dtype(x)
-        with torch.autocast(x.device.type, enabled=False):
-            out = F.instance_norm(x.to(dtype), weight=self.weight.to(dtype), bias=self.bias.to(dtype), eps=self.eps)
-        return out.to(x.dtype)
+        return float32_statistics(F.instance_norm)(x, weight=self.weight, bias=self.bias, eps=self.eps)
 
 
 class StarConv(nn.Module):
@@ -128,8 +121,7 @@ class StripLayer(nn.Module):
         """(B, C, H, W) -> (B, C, H, W); needs H (or W) > dilation * (k - 1) / 2."""
         b, c, h, w = x.shape
         k, pad = self.kernel_size, self.dilation * (self.kernel_size - 1) // 2
-        with torch.autocast(x.device.type, enabled=False):  # a mean over H x W: accumulate in float32
-            pooled = x.to(_stats_dtype(x)).mean(dim=(2, 3), keepdim=True).to(x.dtype)
+        pooled = float32_statistics(torch.mean)(x, dim=(2, 3), keepdim=True)  # a mean over H x W
         taps = torch.sigmoid(self.conv(pooled))  # (B, k, 1, 1)
         taps = taps.reshape(b, 1, k).expand(b, c, k).reshape(b * c, 1, k)
         if self.along == 'w':
